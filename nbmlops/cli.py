@@ -1,0 +1,125 @@
+"""The ``nbmlops`` command: a thin face over the library. Errors are one line on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from nbmlops.errors import NbmlopsError, UsageError
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nbmlops",
+        description="From a Jupyter notebook to a production prediction service.",
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+
+    models = verbs.add_parser("models", help="list, show, promote, roll back, archive versions")
+    actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="registered models with versions and aliases")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    show = actions.add_parser("show", help="the model card of a version")
+    show.add_argument("model", help="NAME, NAME@ALIAS, NAME@v3 or models:/NAME/3")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    promote = actions.add_parser("promote", help="point an alias at a version")
+    promote.add_argument("model", help="the version to promote, e.g. churn@v3")
+    promote.add_argument("--to", required=True, metavar="ALIAS", help="e.g. production")
+    rollback = actions.add_parser("rollback", help="swap an alias with its previous version")
+    rollback.add_argument("name", help="registered model name")
+    rollback.add_argument("--alias", default="production", help="default: production")
+    archive = actions.add_parser("archive", help="remove a version's aliases and tag it archived")
+    archive.add_argument("model", help="the version to archive, e.g. churn@v1")
+
+    demo = verbs.add_parser("demo", help="run notebooks/quickstart.ipynb end to end")
+    demo.add_argument("--notebook", type=Path, help="the quickstart notebook to run")
+    demo.add_argument("--output", type=Path, help="where to write the executed notebook")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.verb == "models":
+            return _models(args)
+        return _demo(args)
+    except UsageError as exc:
+        print(f"nbmlops: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except NbmlopsError as exc:
+        print(f"nbmlops: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _models(args: argparse.Namespace) -> int:
+    from nbmlops.registry import Registry, previous_alias
+
+    registry = Registry()
+    if args.action == "list":
+        summaries = registry.list_models()
+        if args.json:
+            print(json.dumps([s.__dict__ for s in summaries], indent=1))
+        elif not summaries:
+            print(f"no models registered in {registry.settings.tracking_uri}")
+        else:
+            _print_table(
+                ("name", "versions", "latest", "aliases"),
+                [
+                    (
+                        s.name,
+                        str(s.n_versions),
+                        f"v{s.latest_version}",
+                        ", ".join(f"{a}=v{v}" for a, v in s.aliases.items()) or "-",
+                    )
+                    for s in summaries
+                ],
+            )
+        return 0
+    if args.action == "show":
+        from nbmlops.model import load
+
+        model = load(args.model, registry.settings)
+        if args.json:
+            print(json.dumps({**model.metadata, "lineage": model.lineage.to_dict()}, indent=1))
+        else:
+            print(model.card.to_text())
+        return 0
+    if args.action == "promote":
+        version = registry.set_alias(args.model, args.to)
+        previous = registry.alias_version(version.name, previous_alias(args.to))
+        note = f" ({previous_alias(args.to)}: v{previous})" if previous else ""
+        print(f"{version.name}@{args.to} -> v{version.version}{note}")
+        return 0
+    if args.action == "rollback":
+        current, previous = registry.rollback(args.name, args.alias)
+        print(
+            f"{args.name}@{args.alias} -> v{current.version}; "
+            f"v{previous.version} is now {previous_alias(args.alias)}"
+        )
+        return 0
+    version = registry.archive(args.model)
+    print(f"{version.ref} archived; its aliases were removed")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from nbmlops.demo import run_demo
+
+    output = run_demo(notebook=args.notebook, output=args.output)
+    print(f"demo finished: the executed notebook is {output}")
+    return 0
+
+
+def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

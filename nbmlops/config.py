@@ -1,0 +1,52 @@
+"""Where nbmlops keeps things: the store, its MLflow URIs and folders.
+
+The store is resolved once from the environment; MLflow URIs are then passed explicitly to
+``MlflowClient`` so that nothing here writes ``MLFLOW_TRACKING_URI`` into ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOME = ".nbmlops"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The store: a home folder plus the MLflow tracking and registry URIs.
+
+    ``embedded`` is true when nbmlops owns the MLflow backend (sqlite under ``home``).
+    """
+
+    home: Path
+    tracking_uri: str
+    registry_uri: str
+    embedded: bool
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Resolve the store from ``NBMLOPS_HOME`` and MLflow's own variables."""
+        env = dict(os.environ if env is None else env)
+        home = Path(env.get("NBMLOPS_HOME") or DEFAULT_HOME).expanduser().resolve()
+        user_uri = env.get("MLFLOW_TRACKING_URI")
+        tracking = user_uri or f"sqlite:///{home / 'mlflow.db'}"
+        registry = env.get("MLFLOW_REGISTRY_URI") or tracking
+        return cls(home=home, tracking_uri=tracking, registry_uri=registry, embedded=not user_uri)
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Where runs of the embedded store keep their artifacts."""
+        return self.home / "artifacts"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Executed notebooks of jobs and demos."""
+        return self.home / "runs"
+
+    def ensure(self) -> None:
+        """Create the home folder (and, for the embedded store, its artifact folder)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        if self.embedded:
+            self.artifacts_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,72 @@
+"""The exceptions nbmlops raises.
+
+Every message says what happened, shows the offending value and says what to do::
+
+    NbmlopsError
+    ├── UsageError ............ a bad option or argument given to a magic, the CLI or the API
+    ├── CaptureError .......... preprocessing code that cannot be captured by source
+    ├── ArtifactError ......... an artifact that cannot be built or read
+    │   ├── ArtifactModifiedError   a file differs from manifest.json
+    │   └── ParityError            the packaged artifact does not reproduce the notebook
+    └── RegistryError ......... the MLflow registry refused or lacks something
+        └── ModelNotFoundError     no registered model or version answers an address
+"""
+
+from __future__ import annotations
+
+
+class NbmlopsError(Exception):
+    """Root of every error nbmlops raises on purpose."""
+
+
+class UsageError(NbmlopsError):
+    """An option or argument is wrong; the message names it."""
+
+
+class CaptureError(NbmlopsError):
+    """A preprocessing function needs something that cannot be captured as source.
+
+    ``problems`` lists one line per offending name.
+    """
+
+    def __init__(self, function: str, problems: list[str]) -> None:
+        self.function = function
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(
+            f"cannot capture preprocessing function '{function}' by source; nothing was "
+            f"registered:\n{lines}"
+        )
+
+
+class ArtifactError(NbmlopsError):
+    """An artifact cannot be built, read or verified."""
+
+
+class ArtifactModifiedError(ArtifactError):
+    """A file of an artifact differs from what its manifest recorded."""
+
+    def __init__(self, path: str, file: str, reason: str) -> None:
+        self.path = path
+        self.file = file
+        super().__init__(
+            f"artifact at {path} was modified after packaging: {file} {reason}. "
+            "Refusing to load it; package the model again or restore the original file."
+        )
+
+
+class ParityError(ArtifactError):
+    """The artifact, loaded in a fresh process, does not predict what the notebook predicted."""
+
+    def __init__(self, message: str, details: list[str] | None = None) -> None:
+        self.details = list(details or [])
+        extra = "".join(f"\n  - {d}" for d in self.details)
+        super().__init__(message + extra)
+
+
+class RegistryError(NbmlopsError):
+    """The MLflow registry refused an operation or lacks what was asked for."""
+
+
+class ModelNotFoundError(RegistryError):
+    """No registered model or version answers the given address."""

@@ -1,0 +1,86 @@
+"""The IPython magics: thin faces over the library that add the notebook's namespace and cell."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+from IPython.core.error import UsageError as IPythonUsageError
+from IPython.core.magic import Magics, cell_magic, magics_class
+
+from nbmlops.arguments import package_arguments, parse_tags
+from nbmlops.errors import NbmlopsError
+from nbmlops.lineage import NotebookContext, notebook_path
+from nbmlops.packaging import package
+
+
+class _MagicParser(argparse.ArgumentParser):
+    """An argument parser whose errors show as one line in the notebook."""
+
+    def error(self, message: str):
+        raise IPythonUsageError(f"{self.prog}: {message}")
+
+
+@magics_class
+class NbmlopsMagics(Magics):
+    """``%%mlops_package`` (more magics arrive with serving and monitoring)."""
+
+    @cell_magic
+    def mlops_package(self, line: str, cell: str):
+        """Run the cell, then package and register the model it trained.
+
+        %%mlops_package NAME --model VAR --data VAR [--target VAR] [--preprocess FUNC ...]
+        [--eval XVAR YVAR] [--metric NAME] [--alias ALIAS] [--tag KEY=VALUE ...]
+        [--description TEXT]
+        """
+        parser = package_arguments(_MagicParser(prog="%%mlops_package", add_help=True))
+        args = _parse(parser, line)
+        if args is None:
+            return None
+        self._run_cell(cell)
+        ns = self.shell.user_ns
+        context = NotebookContext(
+            path=notebook_path(ns, explicit=args.notebook),
+            cell_source=cell,
+            execution_count=self.shell.execution_count,
+        )
+        try:
+            return package(
+                args.name,
+                self._lookup(args.model, "--model"),
+                self._lookup(args.data, "--data"),
+                target=self._lookup(args.target, "--target") if args.target else None,
+                preprocess=[self._lookup(f, "--preprocess") for f in args.preprocess],
+                eval=tuple(self._lookup(v, "--eval") for v in args.eval) if args.eval else None,
+                metric=args.metric,
+                alias=args.alias,
+                tags=parse_tags(args.tag),
+                description=args.description,
+                context=context,
+            )
+        except NbmlopsError as exc:
+            raise IPythonUsageError(f"{type(exc).__name__}: {exc}") from None
+
+    def _run_cell(self, cell: str) -> None:
+        """Execute the cell body in the user namespace; its exceptions propagate once."""
+        shell = self.shell
+        code = shell.transform_cell(cell)
+        filename = shell.compile.cache(code, shell.execution_count, raw_code=cell)
+        exec(compile(code, filename, "exec"), shell.user_ns)  # noqa: S102 - the user's cell
+
+    def _lookup(self, name: str, option: str):
+        ns = self.shell.user_ns
+        if name not in ns:
+            raise IPythonUsageError(
+                f"{option} {name}: no variable named {name!r} exists in the notebook after "
+                "running the cell; check the spelling or define it in the cell"
+            )
+        return ns[name]
+
+
+def _parse(parser: argparse.ArgumentParser, line: str):
+    """Parse a magic line; None when ``--help`` printed the help."""
+    try:
+        return parser.parse_args(shlex.split(line))
+    except SystemExit:
+        return None

@@ -1,0 +1,124 @@
+"""``nbmlops.load``: a registered version (or an artifact folder) as a model that predicts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from nbmlops._artifact_code.nbmlops_loader_v1 import ArtifactPredictor
+from nbmlops.artifact import ArtifactFiles, manifest_digest
+from nbmlops.card import Card
+from nbmlops.config import Settings
+from nbmlops.errors import UsageError
+from nbmlops.lineage import Lineage
+from nbmlops.profile import Profile
+from nbmlops.registry import ModelVersion, Registry
+from nbmlops.schema import Schema
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified artifact: ``.predict(df)`` plus its schema, profile, lineage and metadata."""
+
+    files: ArtifactFiles
+    predictor: ArtifactPredictor
+    version: ModelVersion | None = None
+
+    @property
+    def schema(self) -> Schema:
+        return self.files.schema
+
+    @property
+    def profile(self) -> Profile:
+        return self.files.profile
+
+    @property
+    def lineage(self) -> Lineage:
+        return self.files.lineage
+
+    @property
+    def path(self) -> Path:
+        return self.files.root
+
+    @property
+    def metadata(self) -> dict:
+        config = self.files.config
+        data = {
+            "name": config["name"],
+            "version": None,
+            "aliases": [],
+            "task": config["task"],
+            "classes": list(self.schema.classes) if self.schema.classes else None,
+            "primary_metric": config["primary_metric"],
+            "metrics": dict(self.lineage.metrics),
+            "estimator_format": config["estimator_format"],
+            "preprocess": list(config["preprocess"]),
+            "artifact_sha256": manifest_digest(self.path),
+            "path": str(self.path),
+        }
+        if self.version is not None:
+            data.update(
+                name=self.version.name,
+                version=self.version.version,
+                aliases=list(self.version.aliases),
+                run_id=self.version.run_id,
+                source=self.version.source,
+                tags=dict(self.version.tags),
+            )
+        return data
+
+    @property
+    def card(self) -> Card:
+        return Card(
+            name=self.metadata["name"],
+            schema=self.schema,
+            lineage=self.lineage,
+            primary_metric=self.files.config["primary_metric"],
+            artifact_digest=manifest_digest(self.path),
+            version=self.version.version if self.version else None,
+            aliases=self.version.aliases if self.version else (),
+            description=self.version.description if self.version else None,
+        )
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Predict raw rows: a ``prediction`` column and, for classifiers, ``proba_<label>``."""
+        if not isinstance(frame, pd.DataFrame):
+            raise UsageError(f"predict takes a pandas DataFrame, got {type(frame).__name__}")
+        missing = [c for c in self.schema.names if c not in frame.columns]
+        if missing:
+            raise UsageError(
+                f"the input lacks the columns {missing} that {self.metadata['name']} was "
+                f"trained on; expected {self.schema.names}"
+            )
+        return self.predictor.predict(frame[self.schema.names])
+
+    def _repr_html_(self) -> str:
+        return self.card.to_html()
+
+    def __repr__(self) -> str:
+        return f"<LoadedModel {self.metadata['name']} v{self.metadata['version']} at {self.path}>"
+
+
+def load(ref: str | Path, settings: Settings | None = None) -> LoadedModel:
+    """Load a model by address (``churn``, ``churn@production``, ``churn@v3``, ``models:/churn/3``,
+    ``models:/churn@production``) or from an artifact folder; the manifest is verified first."""
+    if _is_folder(ref):
+        return _load_dir(Path(ref), None)
+    registry = Registry(settings)
+    version = registry.resolve(ref)
+    return _load_dir(registry.local_path(version), version)
+
+
+def _is_folder(ref: str | Path) -> bool:
+    """A path, not an address: a Path, or a string with a slash that is not a models:/ URI."""
+    if isinstance(ref, Path):
+        return True
+    return isinstance(ref, str) and "/" in ref and not ref.startswith("models:/")
+
+
+def _load_dir(root: Path, version: ModelVersion | None) -> LoadedModel:
+    files = ArtifactFiles.read(root)
+    predictor = ArtifactPredictor(root, verify=False)
+    return LoadedModel(files=files, predictor=predictor, version=version)

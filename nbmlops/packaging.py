@@ -1,0 +1,269 @@
+"""``nbmlops.package``: a fitted model and its preprocessing become a verified, registered version.
+
+Order matters: everything is built and checked (capture, artifact, fresh-process parity) before
+the registry is touched, so a failure at any step registers nothing.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nbmlops._artifact_code.nbmlops_loader_v1 import predict_frame
+from nbmlops.artifact import ArtifactContents, manifest_digest, write_artifact
+from nbmlops.capture import capture
+from nbmlops.card import Card
+from nbmlops.config import Settings
+from nbmlops.errors import UsageError
+from nbmlops.evaluate import evaluate, primary_metric
+from nbmlops.lineage import NotebookContext, build_lineage, package_versions
+from nbmlops.parity import ParityResult, check_parity
+from nbmlops.profile import build_profile
+from nbmlops.registry import ModelVersion, Registry, validate_alias, validate_name
+from nbmlops.schema import infer_schema
+
+PARITY_ROWS = 200
+PROFILE_ROWS = 100_000
+
+
+@dataclass(frozen=True, repr=False)
+class PackagedVersion(ModelVersion):
+    """A version just registered by :func:`package`, with its card and parity result."""
+
+    card: Card | None = None
+    parity: ParityResult | None = None
+    timings: dict = field(default_factory=dict)
+
+    def _repr_html_(self) -> str:
+        return self.card.to_html() if self.card else f"<b>{self.ref}</b>"
+
+    def __repr__(self) -> str:
+        return self.card.to_text() if self.card else self.ref
+
+
+def package(
+    name: str,
+    model,
+    data: pd.DataFrame,
+    *,
+    target=None,
+    preprocess: Sequence[Callable] = (),
+    eval: tuple[pd.DataFrame, object] | None = None,  # noqa: A002 - mirrors --eval
+    metric: str | None = None,
+    alias: str | None = None,
+    tags: dict[str, str] | None = None,
+    description: str | None = None,
+    context: NotebookContext | None = None,
+    settings: Settings | None = None,
+) -> PackagedVersion:
+    """Package ``model`` with ``preprocess`` and register it as the next version of ``name``.
+
+    Parameters
+    ----------
+    model : a fitted scikit-learn estimator or Pipeline (anything with ``predict``).
+    data : the raw training inputs, as the service will receive them.
+    target : the training labels, for lineage.
+    preprocess : functions applied in order to the raw frame before the model.
+    eval : ``(X, y)`` held-out data; its metrics are recorded on the version's run.
+    metric : the primary metric (default ``f1_macro`` for classifiers, ``rmse`` for regressors).
+    alias : an alias to point at the new version (e.g. ``staging``).
+    """
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[step] = round(now - clock, 4)
+        clock = now
+
+    validate_name(name)
+    if alias is not None:
+        validate_alias(alias)
+    data = _check_frame(data, "--data")
+    _check_model(model)
+    steps = list(preprocess)
+    if target is not None and len(target) != len(data):
+        raise UsageError(f"--target has {len(target)} rows but --data has {len(data)}")
+    captured = capture(steps) if steps else None
+    lap("capture")
+
+    task = "classification" if hasattr(model, "classes_") else "regression"
+    metric_name = primary_metric(task, metric)
+    profiled = data if len(data) <= PROFILE_ROWS else data.sample(PROFILE_ROWS, random_state=0)
+    outputs = _predict(model, steps, profiled, "--data")
+    classes = list(model.classes_) if task == "classification" else None
+    metrics = _evaluate(model, steps, eval, data, task, classes)
+    schema = infer_schema(data, task, outputs["prediction"], classes)
+    profile = build_profile(profiled, outputs)
+    lineage = build_lineage(
+        data=data,
+        target=target,
+        hyperparameters=_hyperparameters(model),
+        metrics=metrics,
+        context=context or NotebookContext(),
+        packages=package_versions(captured.modules if captured else ()),
+        eval_data=None if eval is None else eval[0],
+    )
+    lap("profile")
+
+    settings = settings or Settings.from_env()
+    sample = data.sample(min(PARITY_ROWS, len(data)), random_state=0)
+    expected = predict_frame(model, steps, sample)
+    with tempfile.TemporaryDirectory(prefix="nbmlops-package-") as workdir:
+        artifact_dir = Path(workdir) / "model"
+        card = Card(
+            name=name,
+            schema=schema,
+            lineage=lineage,
+            primary_metric=metric_name,
+            description=description,
+        )
+        contents = ArtifactContents(
+            name=name,
+            estimator=model,
+            captured=captured,
+            schema=schema,
+            profile=profile,
+            lineage=lineage,
+            requirements=tuple(f"{k}=={v}" for k, v in lineage.packages.items()),
+            card_markdown=card.to_markdown(),
+            primary_metric=metric_name,
+        )
+        write_artifact(contents, artifact_dir)
+        lap("write")
+        parity = check_parity(artifact_dir, sample, expected)
+        lap("parity")
+        digest = manifest_digest(artifact_dir)
+        registry = Registry(settings)
+        registered = registry.register(
+            name,
+            artifact_dir,
+            metrics=metrics,
+            params=lineage.hyperparameters,
+            run_tags=_run_tags(lineage, name),
+            version_tags={
+                "nbmlops.task": task,
+                "nbmlops.primary_metric": metric_name,
+                "nbmlops.data_hash": lineage.data_hash,
+                "nbmlops.artifact_sha256": digest,
+                "nbmlops.parity": "passed",
+                **(tags or {}),
+            },
+            description=description,
+        )
+    if alias is not None:
+        registered = registry.set_alias(registered.ref, alias)
+    lap("register")
+    card = replace(
+        card,
+        artifact_digest=digest,
+        parity=parity.describe(),
+        version=registered.version,
+        aliases=registered.aliases,
+    )
+    return PackagedVersion(**registered.__dict__, card=card, parity=parity, timings=timings)
+
+
+def _check_frame(frame, option: str) -> pd.DataFrame:
+    if not isinstance(frame, pd.DataFrame):
+        raise UsageError(
+            f"{option} must be a pandas DataFrame with named columns, got "
+            f"{type(frame).__name__}; wrap it: pd.DataFrame(X, columns=[...])"
+        )
+    if frame.empty:
+        raise UsageError(f"{option} is empty; pass the frame the model was trained on")
+    bad = [c for c in frame.columns if not isinstance(c, str)]
+    if bad:
+        raise UsageError(
+            f"{option} has column names that are not strings: {bad[:5]}; name the columns"
+        )
+    duplicated = frame.columns[frame.columns.duplicated()].tolist()
+    if duplicated:
+        raise UsageError(f"{option} has duplicate columns: {duplicated}; rename them")
+    return frame
+
+
+def _check_model(model) -> None:
+    if not hasattr(model, "predict"):
+        raise UsageError(
+            f"--model must be a fitted estimator with .predict(), got {type(model).__name__}"
+        )
+    from sklearn.base import BaseEstimator
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    if isinstance(model, BaseEstimator):
+        try:
+            check_is_fitted(model)
+        except NotFittedError:
+            raise UsageError(
+                f"--model ({type(model).__name__}) is not fitted; call .fit(...) in the cell"
+            ) from None
+
+
+def _predict(model, steps, frame: pd.DataFrame, option: str) -> pd.DataFrame:
+    try:
+        return predict_frame(model, steps, frame)
+    except Exception as exc:
+        raise UsageError(
+            f"the model (after --preprocess) could not predict {option}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _evaluate(model, steps, eval_data, data: pd.DataFrame, task: str, classes) -> dict:
+    if eval_data is None:
+        return {}
+    if not isinstance(eval_data, (tuple, list)) or len(eval_data) != 2:
+        raise UsageError("--eval takes two variables: the held-out inputs and labels (X y)")
+    x_eval, y_eval = eval_data
+    x_eval = _check_frame(x_eval, "--eval X")
+    missing = [c for c in data.columns if c not in x_eval.columns]
+    if missing:
+        raise UsageError(f"--eval X lacks the training columns {missing}")
+    if len(x_eval) != len(y_eval):
+        raise UsageError(f"--eval X has {len(x_eval)} rows but y has {len(y_eval)}")
+    outputs = _predict(model, steps, x_eval[list(data.columns)], "--eval X")
+    return evaluate(outputs, y_eval, task, classes)
+
+
+def _hyperparameters(model) -> dict:
+    params = model.get_params(deep=True) if hasattr(model, "get_params") else {}
+    plain = {}
+    for key, value in params.items():
+        if (
+            hasattr(value, "get_params")
+            or isinstance(value, (list, tuple))
+            and any(hasattr(v, "get_params") or isinstance(v, tuple) for v in value)
+        ):
+            continue
+        if value is None or isinstance(value, (bool, int, float, str)):
+            plain[key] = value
+        elif isinstance(value, np.generic):
+            plain[key] = value.item()
+        else:
+            plain[key] = repr(value)[:200]
+    return plain
+
+
+def _run_tags(lineage, name: str) -> dict[str, str]:
+    tags = {
+        "nbmlops.model": name,
+        "nbmlops.data_hash": lineage.data_hash,
+        "mlflow.user": lineage.user,
+    }
+    if lineage.notebook_path:
+        tags["mlflow.source.name"] = lineage.notebook_path
+        tags["mlflow.source.type"] = "NOTEBOOK"
+    if lineage.git_commit:
+        tags["mlflow.source.git.commit"] = lineage.git_commit
+    if lineage.cell_hash:
+        tags["nbmlops.cell_hash"] = lineage.cell_hash
+    return tags

@@ -1,0 +1,132 @@
+"""The parity check: a fresh Python process must reproduce the notebook's predictions.
+
+This is the training-serving skew guard. The child process imports the artifact's own loader
+from its ``code/`` folder, exactly as MLflow and the server do; it sees no notebook state and
+runs in an empty working directory, so a local module or a notebook-only name fails here.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nbmlops.errors import ParityError
+
+TOLERANCE = 1e-6
+MAX_REPORTED = 5
+
+_CHILD = """
+import sys
+import pandas as pd
+root, sample, result = sys.argv[1:4]
+sys.path.insert(0, root + "/code")
+from nbmlops_loader_v1 import ArtifactPredictor
+ArtifactPredictor(root).predict(pd.read_pickle(sample)).to_pickle(result)
+"""
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    """Outcome of a passed parity check."""
+
+    n_rows: int
+    max_abs_diff: float
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {
+            "passed": True,
+            "n_rows": self.n_rows,
+            "max_abs_diff": self.max_abs_diff,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def describe(self) -> str:
+        return (
+            f"passed: {self.n_rows} rows reproduced in a fresh process "
+            f"(max abs diff {self.max_abs_diff:.1e}, tolerance {TOLERANCE:.0e})"
+        )
+
+
+def check_parity(artifact: Path, sample: pd.DataFrame, expected: pd.DataFrame) -> ParityResult:
+    """Predict ``sample`` with ``artifact`` in a fresh process and compare with ``expected``."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="nbmlops-parity-") as workdir:
+        sample_path = Path(workdir) / "sample.pkl"
+        result_path = Path(workdir) / "result.pkl"
+        sample.to_pickle(sample_path)
+        proc = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(artifact), str(sample_path), str(result_path)],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if proc.returncode != 0:
+            raise ParityError(_explain_failure(proc.stderr))
+        actual = pd.read_pickle(result_path)
+    max_diff = compare(expected, actual)
+    return ParityResult(len(sample), max_diff, time.perf_counter() - start)
+
+
+def compare(expected: pd.DataFrame, actual: pd.DataFrame) -> float:
+    """Largest numeric difference; raise :class:`ParityError` on any mismatch."""
+    if list(expected.columns) != list(actual.columns) or len(expected) != len(actual):
+        raise ParityError(
+            "the artifact's output has a different shape from the notebook's: "
+            f"notebook {list(expected.columns)} x {len(expected)}, "
+            f"artifact {list(actual.columns)} x {len(actual)}"
+        )
+    details: list[str] = []
+    max_diff = 0.0
+    for column in expected.columns:
+        want = expected[column].to_numpy()
+        got = actual[column].to_numpy()
+        if column == "prediction" and not _is_float(want):
+            bad = np.flatnonzero(want != got)
+        else:
+            diff = np.abs(want.astype(float) - got.astype(float))
+            diff = np.where(np.isnan(want.astype(float)) & np.isnan(got.astype(float)), 0, diff)
+            max_diff = max(max_diff, float(np.nanmax(diff)) if len(diff) else 0.0)
+            bad = np.flatnonzero(~(diff <= TOLERANCE))
+        for row in bad[:MAX_REPORTED]:
+            details.append(f"row {row}, {column}: notebook {want[row]!r}, artifact {got[row]!r}")
+        if len(bad) > MAX_REPORTED:
+            details.append(f"... and {len(bad) - MAX_REPORTED} more rows differ in {column}")
+    if details:
+        raise ParityError(
+            "parity check failed: the packaged artifact, loaded in a fresh process, does not "
+            "reproduce the notebook's predictions, so nothing was registered. Usual causes: "
+            "randomness or time in the preprocessing (np.random, datetime.now), or state the "
+            "functions read from the notebook that changed. Make preprocessing deterministic.",
+            details,
+        )
+    return max_diff
+
+
+def _is_float(values: np.ndarray) -> bool:
+    return values.dtype.kind == "f"
+
+
+def _explain_failure(stderr: str) -> str:
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else "the process died without a message"
+    hint = "Packaging stopped and nothing was registered."
+    if "__main__" in stderr:
+        hint = (
+            "The model or preprocessing refers to something defined only in the notebook "
+            "(__main__); pass it with --preprocess or move it into an installed module. " + hint
+        )
+    elif "ModuleNotFoundError" in last or "ImportError" in last:
+        hint = (
+            "A module the artifact needs cannot be imported outside the notebook; install it "
+            "as a package or copy what you need into the notebook. " + hint
+        )
+    return f"parity check failed: the artifact could not predict in a fresh process: {last}. {hint}"

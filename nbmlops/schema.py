@@ -1,0 +1,164 @@
+"""The input and output schema of a model, inferred from its raw training frame."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from nbmlops.errors import ArtifactError
+
+FORMAT_VERSION = 1
+
+#: A text column with at most this many distinct values is treated as categorical.
+MAX_CATEGORIES = 100
+
+
+@dataclass(frozen=True)
+class Column:
+    """One input column: what training saw."""
+
+    name: str
+    dtype: str
+    kind: str  # numeric | boolean | categorical | text | datetime
+    nullable: bool
+    min: float | None = None
+    max: float | None = None
+    categories: tuple | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "dtype": self.dtype,
+            "kind": self.kind,
+            "nullable": self.nullable,
+            "min": self.min,
+            "max": self.max,
+            "categories": None if self.categories is None else list(self.categories),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Column:
+        cats = data.get("categories")
+        return cls(
+            name=data["name"],
+            dtype=data["dtype"],
+            kind=data["kind"],
+            nullable=bool(data["nullable"]),
+            min=data.get("min"),
+            max=data.get("max"),
+            categories=None if cats is None else tuple(cats),
+        )
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Input columns in order, plus the task and the output (class labels for classifiers)."""
+
+    columns: tuple[Column, ...]
+    task: str  # classification | regression
+    output_dtype: str
+    classes: tuple | None = None
+    format_version: int = field(default=FORMAT_VERSION)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        return {
+            "format_version": self.format_version,
+            "task": self.task,
+            "columns": [c.to_dict() for c in self.columns],
+            "output": {
+                "dtype": self.output_dtype,
+                "classes": None if self.classes is None else list(self.classes),
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Schema:
+        version = data.get("format_version", 1)
+        if version > FORMAT_VERSION:
+            raise ArtifactError(
+                f"schema.json has format version {version}; this nbmlops reads up to "
+                f"{FORMAT_VERSION}. Upgrade nbmlops."
+            )
+        classes = data["output"].get("classes")
+        return cls(
+            columns=tuple(Column.from_dict(c) for c in data["columns"]),
+            task=data["task"],
+            output_dtype=data["output"]["dtype"],
+            classes=None if classes is None else tuple(classes),
+            format_version=version,
+        )
+
+
+def column_kind(series: pd.Series) -> str:
+    """The kind of a column: numeric, boolean, categorical, text or datetime."""
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return "boolean"
+    if isinstance(dtype, pd.CategoricalDtype):
+        return "categorical"
+    if pd.api.types.is_numeric_dtype(dtype):
+        return "numeric"
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "datetime"
+    values = series.dropna()
+    if len(values) and values.map(type).isin([bool, np.bool_]).all():
+        return "boolean"
+    if values.nunique() <= MAX_CATEGORIES:
+        return "categorical"
+    return "text"
+
+
+def infer_schema(data: pd.DataFrame, task: str, predictions: pd.Series, classes) -> Schema:
+    """Infer the schema of the raw frame ``data`` and the model's output."""
+    columns = []
+    for name in data.columns:
+        series = data[name]
+        kind = column_kind(series)
+        col = Column(
+            name=str(name),
+            dtype=str(series.dtype),
+            kind=kind,
+            nullable=bool(series.isna().any()),
+        )
+        if kind == "numeric":
+            values = series.dropna().astype(float)
+            if len(values):
+                col = replace(col, min=float(values.min()), max=float(values.max()))
+        elif kind in ("categorical", "boolean"):
+            col = replace(col, categories=tuple(_categories(series)))
+        columns.append(col)
+    return Schema(
+        columns=tuple(columns),
+        task=task,
+        output_dtype=str(predictions.dtype),
+        classes=None if classes is None else tuple(to_json_value(c) for c in classes),
+    )
+
+
+def _categories(series: pd.Series) -> list:
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        values = list(series.cat.categories)
+    else:
+        values = list(pd.unique(series.dropna()))
+    return sorted((to_json_value(v) for v in values), key=lambda v: (str(type(v)), v))
+
+
+def to_json_value(value):
+    """A numpy or pandas scalar as a plain JSON value."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value
