@@ -42,7 +42,7 @@ class NbmlopsMagics(Magics):
         context = NotebookContext(
             path=notebook_path(ns, explicit=args.notebook),
             cell_source=cell,
-            execution_count=self.shell.execution_count,
+            execution_count=self._cell_number(),
         )
         try:
             return package(
@@ -65,8 +65,12 @@ class NbmlopsMagics(Magics):
         """Execute the cell body in the user namespace; its exceptions propagate once."""
         shell = self.shell
         code = shell.transform_cell(cell)
-        filename = shell.compile.cache(code, shell.execution_count, raw_code=cell)
+        filename = shell.compile.cache(code, self._cell_number(), raw_code=cell)
         exec(compile(code, filename, "exec"), shell.user_ns)  # noqa: S102 - the user's cell
+
+    def _cell_number(self) -> int:
+        """The running cell's In[] number: IPython counts it up before running the cell."""
+        return max(self.shell.execution_count - 1, 1)
 
     def _lookup(self, name: str, option: str):
         ns = self.shell.user_ns

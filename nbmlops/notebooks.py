@@ -41,12 +41,21 @@ def run_notebook(
 
     kernel = ensure_kernel(settings)
     output.parent.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(
-        str(notebook),
-        str(output),
-        parameters=parameters or {},
-        kernel_name=kernel,
-        cwd=os.getcwd(),
-        progress_bar=sys.stderr.isatty(),
-    )
+    # The kernel inherits this, so lineage records the notebook that really ran.
+    before = os.environ.get("NBMLOPS_NOTEBOOK_PATH")
+    os.environ["NBMLOPS_NOTEBOOK_PATH"] = str(Path(notebook).resolve())
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(output),
+            parameters=parameters or {},
+            kernel_name=kernel,
+            cwd=os.getcwd(),
+            progress_bar=sys.stderr.isatty(),
+        )
+    finally:
+        if before is None:
+            os.environ.pop("NBMLOPS_NOTEBOOK_PATH", None)
+        else:
+            os.environ["NBMLOPS_NOTEBOOK_PATH"] = before
     return output
