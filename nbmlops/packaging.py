@@ -9,7 +9,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from nbmlops.config import Settings
 from nbmlops.errors import UsageError
 from nbmlops.evaluate import evaluate, primary_metric
 from nbmlops.lineage import NotebookContext, build_lineage, package_versions
-from nbmlops.parity import ParityResult, check_parity
+from nbmlops.parity import FreshProcess, ParityResult, estimator_modules
 from nbmlops.profile import build_profile
 from nbmlops.registry import ModelVersion, Registry, validate_alias, validate_name
 from nbmlops.schema import infer_schema
@@ -74,15 +74,7 @@ def package(
     metric : the primary metric (default ``f1_macro`` for classifiers, ``rmse`` for regressors).
     alias : an alias to point at the new version (e.g. ``staging``).
     """
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(step: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[step] = round(now - clock, 4)
-        clock = now
-
+    timings = _Timer()
     validate_name(name)
     if alias is not None:
         validate_alias(alias)
@@ -92,66 +84,30 @@ def package(
     if target is not None and len(target) != len(data):
         raise UsageError(f"--target has {len(target)} rows but --data has {len(data)}")
     captured = capture(steps) if steps else None
-    lap("capture")
-
-    task = "classification" if hasattr(model, "classes_") else "regression"
-    metric_name = primary_metric(task, metric)
-    profiled = data if len(data) <= PROFILE_ROWS else data.sample(PROFILE_ROWS, random_state=0)
-    outputs = _predict(model, steps, profiled, "--data")
-    classes = list(model.classes_) if task == "classification" else None
-    metrics = _evaluate(model, steps, eval, data, task, classes)
-    schema = infer_schema(data, task, outputs["prediction"], classes)
-    profile = build_profile(profiled, outputs)
-    lineage = build_lineage(
-        data=data,
-        target=target,
-        hyperparameters=_hyperparameters(model),
-        metrics=metrics,
-        context=context or NotebookContext(),
-        packages=package_versions(captured.modules if captured else ()),
-        eval_data=None if eval is None else eval[0],
-    )
-    lap("profile")
-
-    settings = settings or Settings.from_env()
-    sample = data.sample(min(PARITY_ROWS, len(data)), random_state=0)
-    expected = predict_frame(model, steps, sample)
-    with tempfile.TemporaryDirectory(prefix="nbmlops-package-") as workdir:
-        artifact_dir = Path(workdir) / "model"
-        card = Card(
-            name=name,
-            schema=schema,
-            lineage=lineage,
-            primary_metric=metric_name,
-            description=description,
+    timings.lap("capture")
+    modules = estimator_modules(model) + (captured.modules if captured else ())
+    with FreshProcess(modules) as fresh, tempfile.TemporaryDirectory() as workdir:
+        contents, metrics = _describe(
+            name, model, data, target, steps, captured, eval, metric, context, description
         )
-        contents = ArtifactContents(
-            name=name,
-            estimator=model,
-            captured=captured,
-            schema=schema,
-            profile=profile,
-            lineage=lineage,
-            requirements=tuple(f"{k}=={v}" for k, v in lineage.packages.items()),
-            card_markdown=card.to_markdown(),
-            primary_metric=metric_name,
-        )
-        write_artifact(contents, artifact_dir)
-        lap("write")
-        parity = check_parity(artifact_dir, sample, expected)
-        lap("parity")
+        timings.lap("profile")
+        artifact_dir = write_artifact(contents, Path(workdir) / "model")
+        timings.lap("write")
+        sample = data.sample(min(PARITY_ROWS, len(data)), random_state=0)
+        parity = fresh.check(artifact_dir, sample, predict_frame(model, steps, sample))
+        timings.lap("parity")
         digest = manifest_digest(artifact_dir)
         registry = Registry(settings)
         registered = registry.register(
             name,
             artifact_dir,
             metrics=metrics,
-            params=lineage.hyperparameters,
-            run_tags=_run_tags(lineage, name),
+            params=contents.lineage.hyperparameters,
+            run_tags=_run_tags(contents.lineage, name),
             version_tags={
-                "nbmlops.task": task,
-                "nbmlops.primary_metric": metric_name,
-                "nbmlops.data_hash": lineage.data_hash,
+                "nbmlops.task": contents.schema.task,
+                "nbmlops.primary_metric": contents.primary_metric,
+                "nbmlops.data_hash": contents.lineage.data_hash,
                 "nbmlops.artifact_sha256": digest,
                 "nbmlops.parity": "passed",
                 **(tags or {}),
@@ -160,15 +116,69 @@ def package(
         )
     if alias is not None:
         registered = registry.set_alias(registered.ref, alias)
-    lap("register")
-    card = replace(
-        card,
+    timings.lap("register")
+    card = Card(
+        name=name,
+        schema=contents.schema,
+        lineage=contents.lineage,
+        primary_metric=contents.primary_metric,
         artifact_digest=digest,
         parity=parity.describe(),
         version=registered.version,
         aliases=registered.aliases,
+        description=description,
     )
-    return PackagedVersion(**registered.__dict__, card=card, parity=parity, timings=timings)
+    return PackagedVersion(**registered.__dict__, card=card, parity=parity, timings=timings.laps)
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.laps[step] = round(now - self._last, 4)
+        self._last = now
+
+
+def _describe(name, model, data, target, steps, captured, eval_data, metric, context, description):
+    """Everything the artifact says about the model: schema, profile, lineage, card."""
+    task = "classification" if hasattr(model, "classes_") else "regression"
+    metric_name = primary_metric(task, metric)
+    profiled = data if len(data) <= PROFILE_ROWS else data.sample(PROFILE_ROWS, random_state=0)
+    outputs = _predict(model, steps, profiled, "--data")
+    classes = list(model.classes_) if task == "classification" else None
+    metrics = _evaluate(model, steps, eval_data, data, task, classes)
+    schema = infer_schema(data, task, outputs["prediction"], classes)
+    lineage = build_lineage(
+        data=data,
+        target=target,
+        hyperparameters=_hyperparameters(model),
+        metrics=metrics,
+        context=context or NotebookContext(),
+        packages=package_versions(captured.modules if captured else ()),
+        eval_data=None if eval_data is None else eval_data[0],
+    )
+    card = Card(
+        name=name,
+        schema=schema,
+        lineage=lineage,
+        primary_metric=metric_name,
+        description=description,
+    )
+    contents = ArtifactContents(
+        name=name,
+        estimator=model,
+        captured=captured,
+        schema=schema,
+        profile=build_profile(profiled, outputs),
+        lineage=lineage,
+        requirements=tuple(f"{k}=={v}" for k, v in lineage.packages.items()),
+        card_markdown=card.to_markdown(),
+        primary_metric=metric_name,
+    )
+    return contents, metrics
 
 
 def _check_frame(frame, option: str) -> pd.DataFrame:

@@ -22,10 +22,17 @@ from nbmlops.errors import ParityError
 TOLERANCE = 1e-6
 MAX_REPORTED = 5
 
+# The child imports what the artifact will need while the parent is still writing it, then
+# waits for the artifact's path on stdin.
 _CHILD = """
-import sys
+import importlib, sys
+for module in sys.argv[1:]:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        pass
+root, sample, result = sys.stdin.read().splitlines()[:3]
 import pandas as pd
-root, sample, result = sys.argv[1:4]
 sys.path.insert(0, root + "/code")
 from nbmlops_loader_v1 import ArtifactPredictor
 ArtifactPredictor(root).predict(pd.read_pickle(sample)).to_pickle(result)
@@ -55,25 +62,61 @@ class ParityResult:
         )
 
 
-def check_parity(artifact: Path, sample: pd.DataFrame, expected: pd.DataFrame) -> ParityResult:
-    """Predict ``sample`` with ``artifact`` in a fresh process and compare with ``expected``."""
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="nbmlops-parity-") as workdir:
-        sample_path = Path(workdir) / "sample.pkl"
-        result_path = Path(workdir) / "result.pkl"
-        sample.to_pickle(sample_path)
-        proc = subprocess.run(
-            [sys.executable, "-c", _CHILD, str(artifact), str(sample_path), str(result_path)],
-            cwd=workdir,
-            capture_output=True,
+class FreshProcess:
+    """A fresh Python process, started early so its imports overlap with packaging.
+
+    Use as a context manager; the process is killed on exit if it is still running.
+    """
+
+    def __init__(self, modules: tuple[str, ...] = ()) -> None:
+        self._workdir = tempfile.TemporaryDirectory(prefix="nbmlops-parity-")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, "pandas", "skops.io", *modules],
+            cwd=self._workdir.name,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=600,
         )
-        if proc.returncode != 0:
-            raise ParityError(_explain_failure(proc.stderr))
+
+    def __enter__(self) -> FreshProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
+            if stream is not None and not stream.closed:
+                stream.close()
+        self._workdir.cleanup()
+
+    def check(self, artifact: Path, sample: pd.DataFrame, expected: pd.DataFrame) -> ParityResult:
+        """Predict ``sample`` with ``artifact`` in this process and compare with ``expected``."""
+        start = time.perf_counter()
+        workdir = Path(self._workdir.name)
+        sample_path, result_path = workdir / "sample.pkl", workdir / "result.pkl"
+        sample.to_pickle(sample_path)
+        request = f"{artifact}\n{sample_path}\n{result_path}\n"
+        _, stderr = self._proc.communicate(request, timeout=600)
+        if self._proc.returncode != 0:
+            raise ParityError(_explain_failure(stderr))
         actual = pd.read_pickle(result_path)
-    max_diff = compare(expected, actual)
-    return ParityResult(len(sample), max_diff, time.perf_counter() - start)
+        max_diff = compare(expected, actual)
+        return ParityResult(len(sample), max_diff, time.perf_counter() - start)
+
+
+def estimator_modules(estimator) -> tuple[str, ...]:
+    """Modules of the estimator and of every estimator nested in its parameters."""
+    modules = {type(estimator).__module__}
+    params = estimator.get_params(deep=True) if hasattr(estimator, "get_params") else {}
+    for value in params.values():
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            obj = item[1] if isinstance(item, tuple) and len(item) > 1 else item
+            if hasattr(obj, "get_params"):
+                modules.add(type(obj).__module__)
+    return tuple(sorted(m for m in modules if m and not m.startswith("__main__")))
 
 
 def compare(expected: pd.DataFrame, actual: pd.DataFrame) -> float:
