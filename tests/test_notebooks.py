@@ -47,7 +47,13 @@ X, y = df.drop(columns="churned"), df["churned"]
 X_train, X_test, y_train, y_test = X.iloc[:900], X.iloc[900:], y.iloc[:900], y.iloc[900:]
 """
 
-TRAIN = """%%mlops_package churn --model clf --data X_train --target y_train --preprocess featurize --eval X_test y_test {extra}
+MAGIC = (
+    "%%mlops_package churn --model clf --data X_train --target y_train --preprocess featurize "
+    "--eval X_test y_test"
+)
+TRAIN = (
+    MAGIC
+    + """ {extra}
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
@@ -65,6 +71,7 @@ clf = make_pipeline(
 )
 clf.fit(featurize(X_train), y_train)
 """
+)
 
 SAVE_NOTEBOOK_PREDICTIONS = """
 features = featurize(X_test)
@@ -192,7 +199,8 @@ def test_plain_estimator_without_preprocess(run_cells):
 def test_parity_failure_registers_nothing(run_cells, settings):
     noisy = FEATURIZE.replace(
         "return out.drop",
-        "out['support_calls'] = out['support_calls'] + np.random.normal(0, 3, len(out))\n    return out.drop",
+        "out['support_calls'] = out['support_calls'] + np.random.normal(0, 3, len(out))\n"
+        "    return out.drop",
     )
     nb, error = run_cells(SETUP, HELPER, noisy, DATA, train(), expect_error=True)
     assert error.ename == "UsageError"
