@@ -91,14 +91,16 @@ class _Capturer:
     def _add_definition(self, name: str, obj: object, problems: list[str], entry: str) -> None:
         if not self._bind(name, obj, problems):
             return
-        if isinstance(obj, types.FunctionType) and obj.__name__ == "<lambda>":
+        func = inspect.unwrap(obj)
+        if isinstance(func, types.FunctionType) and func.__name__ == "<lambda>":
+            suggested = name if name.isidentifier() else "my_step"
             problems.append(
                 f"'{name}' is a lambda; lambdas cannot be captured by source. "
-                f"Define it with def {name}(...)."
+                f"Define it with def {suggested}(frame): ..."
             )
             return
-        if isinstance(obj, types.FunctionType) and obj.__closure__:
-            free = ", ".join(obj.__code__.co_freevars)
+        if isinstance(func, types.FunctionType) and func.__closure__:
+            free = ", ".join(func.__code__.co_freevars)
             problems.append(
                 f"'{name}' is a closure over {free} from an enclosing function; "
                 "define it at the top level of a cell"
@@ -117,7 +119,7 @@ class _Capturer:
             self._add_definition(own_name, obj, problems, entry)
             self.definitions[name] = f"{name} = {own_name}\n"
             return
-        namespace = obj.__globals__ if isinstance(obj, types.FunctionType) else _module_dict(obj)
+        namespace = func.__globals__ if isinstance(func, types.FunctionType) else _module_dict(obj)
         for free in sorted(_free_names(source, own_name)):
             self._add_name(free, namespace, problems, entry)
         self.definitions[name] = source
@@ -136,7 +138,7 @@ class _Capturer:
             if self._bind(name, value, problems):
                 self._add_import(name, value, problems)
             return
-        if isinstance(value, (types.FunctionType, type)) and _is_user_code(value):
+        if callable(value) and hasattr(value, "__name__") and _is_user_code(value):
             self._add_definition(name, value, problems, entry)
             return
         if callable(value) and _importable_path(value) is not None:
@@ -214,8 +216,13 @@ def _module_dict(obj: object) -> dict:
 
 def _is_user_code(obj: object) -> bool:
     """True for code that lives in the notebook or in a local file, not in an installed package."""
-    module_name = obj.__name__ if isinstance(obj, types.ModuleType) else obj.__module__
-    if module_name in (None, "__main__"):
+    if isinstance(obj, types.ModuleType):
+        module_name = obj.__name__
+    else:
+        module_name = getattr(obj, "__module__", None)
+    if module_name is None:
+        return False
+    if module_name == "__main__":
         return True
     module = sys.modules.get(module_name)
     path = getattr(module, "__file__", None)
@@ -242,8 +249,12 @@ def _importable_path(value: object) -> tuple[str, str] | None:
 
 def _literal_source(value: object) -> str:
     """Python source that rebuilds ``value`` exactly, for plain data only."""
-    if value is None or isinstance(value, (bool, str, bytes)):
+    if value is None or type(value) in (bool, str, bytes):
         return repr(value)
+    if isinstance(value, np.bool_):
+        return repr(bool(value))
+    if isinstance(value, (np.str_, np.bytes_)):
+        return repr(value.item())
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return repr(int(value))
     if isinstance(value, (float, np.floating)):

@@ -73,7 +73,7 @@ def _models(args: argparse.Namespace) -> int:
                     (
                         s.name,
                         str(s.n_versions),
-                        f"v{s.latest_version}",
+                        f"v{s.latest_version}" if s.latest_version else "-",
                         ", ".join(f"{a}=v{v}" for a, v in s.aliases.items()) or "-",
                     )
                     for s in summaries

@@ -289,13 +289,17 @@ class Registry:
         production = self.alias_version(name, PRODUCTION)
         if production is not None:
             return self.get(name, production)
-        live = [v for v in self.versions(name) if not v.archived]
-        if not live:
+        versions = self.versions(name)
+        live = [v for v in versions if not v.archived]
+        if live:
+            return live[-1]
+        if versions:
+            numbers = ", ".join(v.version for v in versions)
             raise ModelNotFoundError(
-                f"no model named {name!r} has a live version in the registry at "
-                f"{self.settings.tracking_uri}; package one with %%mlops_package {name} ..."
+                f"every version of {name} is archived ({numbers}); package a new one with "
+                f"%%mlops_package {name} ... or address an archived one as {name}@vN"
             )
-        return live[-1]
+        raise ModelNotFoundError(self._known_versions(name))
 
     def versions(self, name: str) -> list[ModelVersion]:
         """Every version of ``name``, oldest first."""
@@ -312,7 +316,7 @@ class Registry:
                     name=rm.name,
                     latest_version=str(numbers[-1]) if numbers else None,
                     n_versions=len(numbers),
-                    aliases=dict(sorted((rm.aliases or {}).items())),
+                    aliases={a: str(v) for a, v in sorted((rm.aliases or {}).items())},
                     description=rm.description or "",
                 )
             )
@@ -355,7 +359,12 @@ class Registry:
         try:
             rm = self.client.get_registered_model(name)
         except MlflowException:
-            return f"no model named {name!r} is registered; `nbmlops models list` shows what is"
+            names = sorted(m.name for m in self.client.search_registered_models())
+            known = f"registered models: {', '.join(names)}" if names else "none is registered"
+            return (
+                f"no model named {name!r} in the registry at {self.settings.tracking_uri} "
+                f"({known}); package one with %%mlops_package {name} ..."
+            )
         versions = self.client.search_model_versions(f"name = '{name}'")
         numbers = ", ".join(str(v) for v in sorted(int(v.version) for v in versions))
         aliases = ", ".join(f"{a}=v{v}" for a, v in sorted((rm.aliases or {}).items()))

@@ -6,6 +6,7 @@ They live in a real source file because ``nbmlops.capture`` reads source with
 
 from __future__ import annotations
 
+import functools
 from math import sqrt
 from math import sqrt as square_root
 
@@ -63,6 +64,14 @@ NAN_CONSTANT = float("nan")
 NUMPY_SCALARS = [np.float64(0.1), np.int64(7)]
 
 
+# Built from a numpy array, as category lists often are: the items are np.str_, not str.
+REGION_LEVELS = sorted(set(np.array(["north", "south", "east"])))
+
+
+def uses_numpy_strings(frame):
+    return list(REGION_LEVELS)
+
+
 def use_constants(frame):
     return NESTED_CONSTANT, NAN_CONSTANT, NUMPY_SCALARS, len(frame)
 
@@ -110,6 +119,16 @@ SCALER = StandardScaler().fit(np.array([[1.0], [2.0], [3.0]]))
 
 def uses_fitted_scaler(frame):
     return SCALER.transform(frame)
+
+
+@functools.lru_cache
+def cached_rate(months):
+    """A helper wrapped by a decorator: no longer a plain function, still local code."""
+    return months / 12
+
+
+def uses_cached_helper(frame):
+    return cached_rate(len(frame))
 
 
 def make_scaler(factor):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 import mlflow.pyfunc
@@ -10,6 +13,7 @@ import pandas as pd
 import pytest
 
 import nbmlops
+from nbmlops.config import Settings
 from nbmlops.datasets import make_churn
 from nbmlops.errors import (
     ArtifactModifiedError,
@@ -17,7 +21,7 @@ from nbmlops.errors import (
     RegistryError,
     UsageError,
 )
-from nbmlops.registry import Registry
+from nbmlops.registry import Registry, parse_ref
 from tests.capture_examples import add_charge_per_call
 from tests.churn_store import (
     NAME,
@@ -281,12 +285,12 @@ def test_unknown_model_in_an_empty_store_says_how_to_register_one():
 )
 def test_invalid_addresses_are_usage_errors_naming_the_value(address, named):
     with pytest.raises(UsageError) as info:
-        Registry().resolve(address)
+        parse_ref(address)
     assert named in str(info.value)
 
 
-@pytest.mark.parametrize("address", ["models:/churn/latest", "bad name!", "churn@v1 x"])
-def test_load_refuses_invalid_addresses(address):
+@pytest.mark.parametrize("address", ["models:/churn/latest", "bad name!", "@v1"])
+def test_load_refuses_invalid_addresses(churn_registry, address):
     with pytest.raises(UsageError):
         nbmlops.load(address)
 
@@ -300,7 +304,7 @@ def test_invalid_aliases_are_usage_errors(churn_registry, alias):
     assert aliases_of(registry) == {}
 
 
-def test_rollback_with_an_invalid_name_is_a_usage_error():
+def test_rollback_with_an_invalid_name_is_a_usage_error(churn_registry):
     with pytest.raises(UsageError, match="not valid"):
         Registry().rollback("no such name")
 
@@ -311,10 +315,13 @@ def test_rollback_with_an_invalid_name_is_a_usage_error():
 @pytest.fixture
 def mlflow_tracking(churn_registry, monkeypatch):
     """Point MLflow's global tracking URI at this test's store, and restore it afterwards."""
-    uri = churn_registry.settings.tracking_uri
-    before = mlflow.get_tracking_uri()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
+    from mlflow.tracking._tracking_service import utils
+
+    # set_tracking_uri writes MLFLOW_TRACKING_URI too: monkeypatch restores the variable,
+    # set_tracking_uri(before) the global (None unsets both).
+    before = utils._tracking_uri
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", churn_registry.settings.tracking_uri)
+    mlflow.set_tracking_uri(churn_registry.settings.tracking_uri)
     yield churn_registry
     mlflow.set_tracking_uri(before)
 
@@ -340,14 +347,36 @@ def test_mlflow_pyfunc_resolves_our_aliases(mlflow_tracking):
 # -- a tampered artifact -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def tamper_model():
-    """One version packaged into this test's own store, so its files may be modified."""
+@dataclass(frozen=True)
+class Tampered:
+    path: Path
+    X: pd.DataFrame
+    expected: pd.DataFrame
+
+
+@pytest.fixture(scope="module", name="packaged_tamper")
+def packaged_tamper_fixture(tmp_path_factory):
+    """Version 1 of ``tamper`` in a store of its own, plus a pristine copy of its artifact."""
+    home = tmp_path_factory.mktemp("tamper-store") / ".nbmlops"
+    settings = Settings.from_env({"NBMLOPS_HOME": str(home)})
     df = make_churn(400, seed=2)
     X, y = df.drop(columns="churned"), df["churned"]
     model = build_pipeline(1.0).fit(add_charge_per_call(X), y)
-    nbmlops.package("tamper", model, X, preprocess=[add_charge_per_call])
-    return nbmlops.load("tamper").path, X.head(20), notebook_predictions(model, X.head(20))
+    nbmlops.package("tamper", model, X, preprocess=[add_charge_per_call], settings=settings)
+    path = nbmlops.load("tamper", settings).path
+    pristine = home.parent / "pristine"
+    shutil.copytree(path, pristine)
+    return settings, Tampered(path, X.head(20), notebook_predictions(model, X.head(20))), pristine
+
+
+@pytest.fixture
+def tamper_model(packaged_tamper, monkeypatch):
+    """The ``tamper`` artifact, which the test may modify; restored afterwards."""
+    settings, tampered, pristine = packaged_tamper
+    monkeypatch.setenv("NBMLOPS_HOME", str(settings.home))
+    yield tampered
+    shutil.rmtree(tampered.path)
+    shutil.copytree(pristine, tampered.path)
 
 
 @pytest.mark.parametrize(
@@ -360,7 +389,7 @@ def tamper_model():
     ],
 )
 def test_a_changed_file_is_refused_naming_it(tamper_model, file):
-    path, X, expected = tamper_model
+    path, X, expected = tamper_model.path, tamper_model.X, tamper_model.expected
     target = path / file
     original = target.read_bytes()
     target.write_bytes(original + b" ")
@@ -379,7 +408,7 @@ def test_a_changed_file_is_refused_naming_it(tamper_model, file):
 
 
 def test_the_estimator_is_verified_before_it_is_unpickled(tamper_model):
-    path, _, _ = tamper_model
+    path = tamper_model.path
     estimator = next((path / "data" / "nbmlops").glob("estimator.*"))
     estimator.write_bytes(b"not a pickle, and loading it would fail differently")
     with pytest.raises(ArtifactModifiedError) as info:
@@ -388,7 +417,7 @@ def test_the_estimator_is_verified_before_it_is_unpickled(tamper_model):
 
 
 def test_an_added_file_is_refused_naming_it(tamper_model):
-    path, _, _ = tamper_model
+    path = tamper_model.path
     (path / "code" / "sitecustomize.py").write_text("print('injected')\n")
     with pytest.raises(ArtifactModifiedError) as info:
         nbmlops.load("tamper")
@@ -397,7 +426,7 @@ def test_an_added_file_is_refused_naming_it(tamper_model):
 
 
 def test_a_deleted_file_is_refused_naming_it(tamper_model):
-    path, _, _ = tamper_model
+    path = tamper_model.path
     (path / "profile.json").unlink()
     with pytest.raises(ArtifactModifiedError, match="profile.json is missing"):
         nbmlops.load("tamper")
@@ -405,7 +434,7 @@ def test_a_deleted_file_is_refused_naming_it(tamper_model):
 
 @pytest.mark.parametrize("change", ["append", "add"])
 def test_mlflow_pyfunc_refuses_a_tampered_folder(tamper_model, change):
-    path, X, expected = tamper_model
+    path, X, expected = tamper_model.path, tamper_model.X, tamper_model.expected
     pd.testing.assert_frame_equal(
         mlflow.pyfunc.load_model(str(path)).predict(X), expected, check_exact=False, atol=1e-9
     )
