@@ -39,5 +39,7 @@ __all__ = [
 def load_ipython_extension(ipython) -> None:
     """Register the nbmlops magics (``%load_ext nbmlops``)."""
     from nbmlops.magics import NbmlopsMagics
+    from nbmlops.parity import prewarm
 
     ipython.register_magics(NbmlopsMagics)
+    prewarm()

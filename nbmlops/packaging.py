@@ -23,7 +23,7 @@ from nbmlops.config import Settings
 from nbmlops.errors import UsageError
 from nbmlops.evaluate import evaluate, primary_metric
 from nbmlops.lineage import NotebookContext, build_lineage, package_versions
-from nbmlops.parity import FreshProcess, ParityResult, estimator_modules
+from nbmlops.parity import ParityResult, estimator_modules, fresh_process, prewarm
 from nbmlops.profile import build_profile
 from nbmlops.registry import ModelVersion, Registry, validate_alias, validate_name
 from nbmlops.schema import infer_schema
@@ -86,7 +86,7 @@ def package(
     captured = capture(steps) if steps else None
     timings.lap("capture")
     modules = estimator_modules(model) + (captured.modules if captured else ())
-    with FreshProcess(modules) as fresh, tempfile.TemporaryDirectory() as workdir:
+    with fresh_process(modules) as fresh, tempfile.TemporaryDirectory() as workdir:
         contents, metrics = _describe(
             name, model, data, target, steps, captured, eval, metric, context, description
         )
@@ -94,10 +94,12 @@ def package(
         artifact_dir = write_artifact(contents, Path(workdir) / "model")
         timings.lap("write")
         sample = data.sample(min(PARITY_ROWS, len(data)), random_state=0)
-        parity = fresh.check(artifact_dir, sample, predict_frame(model, steps, sample))
+        expected = predict_frame(model, steps, sample)
+        registry = Registry(settings)
+        timings.lap("open registry")
+        parity = fresh.check(artifact_dir, sample, expected)
         timings.lap("parity")
         digest = manifest_digest(artifact_dir)
-        registry = Registry(settings)
         registered = registry.register(
             name,
             artifact_dir,
@@ -117,6 +119,7 @@ def package(
     if alias is not None:
         registered = registry.set_alias(registered.ref, alias)
     timings.lap("register")
+    prewarm()
     card = Card(
         name=name,
         schema=contents.schema,

@@ -7,6 +7,7 @@ runs in an empty working directory, so a local module or a notebook-only name fa
 
 from __future__ import annotations
 
+import atexit
 import subprocess
 import sys
 import tempfile
@@ -22,8 +23,8 @@ from nbmlops.errors import ParityError
 TOLERANCE = 1e-6
 MAX_REPORTED = 5
 
-# The child imports what the artifact will need while the parent is still writing it, then
-# waits for the artifact's path on stdin.
+# The child imports the libraries an artifact needs (never the artifact nor the notebook)
+# while the parent is busy, then waits for the artifact's path on stdin; EOF means "not needed".
 _CHILD = """
 import importlib, sys
 for module in sys.argv[1:]:
@@ -31,7 +32,11 @@ for module in sys.argv[1:]:
         importlib.import_module(module)
     except ImportError:
         pass
-root, sample, result = sys.stdin.read().splitlines()[:3]
+request = sys.stdin.read().splitlines()
+if len(request) < 3:
+    sys.exit(0)
+root, sample, result = request[:3]
+importlib.invalidate_caches()
 import pandas as pd
 sys.path.insert(0, root + "/code")
 from nbmlops_loader_v1 import ArtifactPredictor
@@ -63,9 +68,10 @@ class ParityResult:
 
 
 class FreshProcess:
-    """A fresh Python process, started early so its imports overlap with packaging.
+    """A fresh Python process, started early so its imports overlap with other work.
 
-    Use as a context manager; the process is killed on exit if it is still running.
+    It serves one check. Use as a context manager; the process is killed on exit if it is
+    still running.
     """
 
     def __init__(self, modules: tuple[str, ...] = ()) -> None:
@@ -79,10 +85,17 @@ class FreshProcess:
             text=True,
         )
 
+    @property
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
     def __enter__(self) -> FreshProcess:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
         if self._proc.poll() is None:
             self._proc.kill()
         self._proc.wait()
@@ -104,6 +117,36 @@ class FreshProcess:
         actual = pd.read_pickle(result_path)
         max_diff = compare(expected, actual)
         return ParityResult(len(sample), max_diff, time.perf_counter() - start)
+
+
+_spare: FreshProcess | None = None
+
+
+def prewarm() -> None:
+    """Start a spare fresh process now, so the next parity check finds its imports done.
+
+    The spare has imported libraries only; it never sees a notebook or another artifact.
+    """
+    global _spare
+    if _spare is None or not _spare.alive:
+        _spare = FreshProcess()
+
+
+def fresh_process(modules: tuple[str, ...] = ()) -> FreshProcess:
+    """The spare process when one is running, else a new one importing ``modules``."""
+    global _spare
+    spare, _spare = _spare, None
+    if spare is not None and spare.alive:
+        return spare
+    if spare is not None:
+        spare.close()
+    return FreshProcess(modules)
+
+
+@atexit.register
+def _stop_spare() -> None:
+    if _spare is not None:
+        _spare.close()
 
 
 def estimator_modules(estimator) -> tuple[str, ...]:
