@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from nbmlops.errors import ArtifactError
-from nbmlops.schema import column_kind, to_json_value
+from nbmlops.schema import check_format_version, column_kind, to_json_value
 
 FORMAT_VERSION = 1
 N_BINS = 20
@@ -88,12 +87,7 @@ class Profile:
 
     @classmethod
     def from_dict(cls, data: dict) -> Profile:
-        version = data.get("format_version", 1)
-        if version > FORMAT_VERSION:
-            raise ArtifactError(
-                f"profile.json has format version {version}; this nbmlops reads up to "
-                f"{FORMAT_VERSION}. Upgrade nbmlops."
-            )
+        version = check_format_version(data, "profile.json", FORMAT_VERSION)
         return cls(
             n_rows=int(data["n_rows"]),
             columns=tuple(ColumnProfile.from_dict(c) for c in data["columns"]),
@@ -122,7 +116,7 @@ def profile_column(name: str, series: pd.Series, rng: np.random.Generator) -> Co
     if kind == "numeric":
         return _numeric_profile(base, values.to_numpy(dtype=float), rng)
     if kind == "datetime":
-        seconds = values.astype("int64").to_numpy(dtype=float) / 1e9
+        seconds = values.dt.as_unit("ns").astype("int64").to_numpy(dtype=float) / 1e9
         return _numeric_profile(base, seconds, rng)
     return _categorical_profile(base, values, rng)
 

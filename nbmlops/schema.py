@@ -85,12 +85,7 @@ class Schema:
 
     @classmethod
     def from_dict(cls, data: dict) -> Schema:
-        version = data.get("format_version", 1)
-        if version > FORMAT_VERSION:
-            raise ArtifactError(
-                f"schema.json has format version {version}; this nbmlops reads up to "
-                f"{FORMAT_VERSION}. Upgrade nbmlops."
-            )
+        version = check_format_version(data, "schema.json", FORMAT_VERSION)
         classes = data["output"].get("classes")
         return cls(
             columns=tuple(Column.from_dict(c) for c in data["columns"]),
@@ -99,6 +94,17 @@ class Schema:
             classes=None if classes is None else tuple(classes),
             format_version=version,
         )
+
+
+def check_format_version(data: dict, file: str, supported: int) -> int:
+    """The format version of an artifact file; refuses versions newer than ``supported``."""
+    version = int(data.get("format_version", 1))
+    if version > supported:
+        raise ArtifactError(
+            f"{file} has format version {version}; this nbmlops reads up to {supported}. "
+            "Upgrade nbmlops to load this artifact."
+        )
+    return version
 
 
 def column_kind(series: pd.Series) -> str:
