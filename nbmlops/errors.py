@@ -8,8 +8,10 @@ Every message says what happened, shows the offending value and says what to do:
     ├── ArtifactError ......... an artifact that cannot be built or read
     │   ├── ArtifactModifiedError   a file differs from manifest.json
     │   └── ParityError            the packaged artifact does not reproduce the notebook
-    └── RegistryError ......... the MLflow registry refused or lacks something
-        └── ModelNotFoundError     no registered model or version answers an address
+    ├── RegistryError ......... the MLflow registry refused or lacks something
+    │   └── ModelNotFoundError     no registered model or version answers an address
+    ├── ValidationError ....... request records that do not match the schema (HTTP 422)
+    └── ServingError .......... a prediction server that cannot start, answer or stop
 """
 
 from __future__ import annotations
@@ -70,3 +72,22 @@ class RegistryError(NbmlopsError):
 
 class ModelNotFoundError(RegistryError):
     """No registered model or version answers the given address."""
+
+
+class ValidationError(NbmlopsError):
+    """Records that do not match the model's schema; ``problems`` names each one."""
+
+    def __init__(self, problems: list) -> None:
+        self.problems = list(problems)
+        shown = "; ".join(
+            (f"record {p.record}" if p.record is not None else "request")
+            + (f", field '{p.field}'" if p.field else "")
+            + f": {p.message}"
+            for p in self.problems[:5]
+        )
+        more = f" (and {len(self.problems) - 5} more)" if len(self.problems) > 5 else ""
+        super().__init__(f"{len(self.problems)} invalid input(s): {shown}{more}")
+
+
+class ServingError(NbmlopsError):
+    """A prediction server could not start, answer or stop."""

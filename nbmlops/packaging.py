@@ -6,6 +6,7 @@ the registry is touched, so a failure at any step registers nothing.
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -257,7 +258,9 @@ def _hyperparameters(model) -> dict:
             and any(hasattr(v, "get_params") or isinstance(v, tuple) for v in value)
         ):
             continue
-        if value is None or isinstance(value, (bool, int, float, str)):
+        if isinstance(value, float) and not math.isfinite(value):
+            plain[key] = repr(value)
+        elif value is None or isinstance(value, (bool, int, float, str)):
             plain[key] = value
         elif isinstance(value, np.generic):
             plain[key] = value.item()

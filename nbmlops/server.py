@@ -1,0 +1,844 @@
+"""The prediction service: a FastAPI app built by :func:`create_app`, run by uvicorn.
+
+validate (schema.json) → micro-batch → the artifact's own preprocessing and estimator → log
+every record → answer. Bad input gets a 4xx naming each record and field, never a prediction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import math
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from nbmlops._artifact_code.nbmlops_loader_v1 import ArtifactPredictor
+from nbmlops.artifact import ArtifactFiles
+from nbmlops.errors import ValidationError
+from nbmlops.predlog import ERROR, OK, REJECTED, LogRecord, PredictionLog
+from nbmlops.server_metrics import ServerMetrics
+from nbmlops.validation import REJECT, Problem, Validator
+
+PRIMARY = "primary"
+OPEN_PATHS = frozenset({"/health", "/ready", "/ping", "/v2/health/live", "/v2/health/ready"})
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything a server process needs; the parent resolves the model, the server never
+    touches the registry."""
+
+    artifact: str
+    name: str
+    version: str
+    log_path: str
+    aliases: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None
+    unknown_categories: str = REJECT
+    max_body_bytes: int = 5 * 1024 * 1024
+    max_records: int = 10_000
+    max_batch_rows: int = 2_000
+    metrics: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServerConfig:
+        data = json.loads(text)
+        data["aliases"] = tuple(data.get("aliases", ()))
+        return cls(**data)
+
+
+class HTTPProblem(Exception):
+    """An answer other than 200: status, message and the offending records."""
+
+    def __init__(self, status: int, message: str, problems: list[Problem] | None = None) -> None:
+        self.status = status
+        self.message = message
+        self.problems = problems or []
+        super().__init__(message)
+
+    def response(self) -> Response:
+        body = {"error": self.message, "problems": [p.to_dict() for p in self.problems]}
+        return _json(body, self.status)
+
+
+@dataclass
+class _Job:
+    frame: pd.DataFrame
+    records: list
+    endpoint: str
+    started: float
+    future: asyncio.Future
+
+
+class MicroBatcher:
+    """Scores concurrent requests together: while one batch is in the model, the next forms.
+
+    There is no artificial wait: a lone request is scored at once; under load, every request
+    that arrived during the previous batch joins the next one (up to ``max_rows`` rows).
+    """
+
+    def __init__(self, score, max_rows: int) -> None:
+        self._score = score
+        self._max_rows = max_rows
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbmlops-model")
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            while not self._queue.empty():
+                await asyncio.sleep(0.01)
+            self._task.cancel()
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, frame: pd.DataFrame, records: list, endpoint: str, started: float):
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Job(frame, records, endpoint, started, future))
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = [await self._queue.get()]
+            rows = len(jobs[0].frame)
+            while rows < self._max_rows and not self._queue.empty():
+                job = self._queue.get_nowait()
+                jobs.append(job)
+                rows += len(job.frame)
+            try:
+                results = await loop.run_in_executor(self._executor, self._score, jobs)
+            except Exception as exc:  # noqa: BLE001 - every waiting request gets the failure
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                continue
+            for job, result in zip(jobs, results, strict=True):
+                if not job.future.done():
+                    job.future.set_result(result)
+
+
+class Service:
+    """The loaded model with its validator, batcher, log and metrics."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        root = Path(config.artifact)
+        self.files = ArtifactFiles.read(root)
+        self.predictor = ArtifactPredictor(root, verify=False)
+        self.schema = self.files.schema
+        self.validator = Validator(self.schema, config.unknown_categories)
+        self.log = PredictionLog(Path(config.log_path))
+        self.metrics = ServerMetrics(config.name, config.version, self.schema, self.files.profile)
+        self.batcher = MicroBatcher(self._score, config.max_batch_rows)
+        self.classes = list(self.schema.classes) if self.schema.classes is not None else None
+
+    def _score(self, jobs: list[_Job]) -> list[list[dict]]:
+        """Run one batch through the model and log it; runs in the model thread."""
+        frame = jobs[0].frame if len(jobs) == 1 else pd.concat([j.frame for j in jobs])
+        start = time.perf_counter()
+        try:
+            outputs = self.predictor.predict(frame.reset_index(drop=True))
+        except Exception as exc:
+            self._log_failure(jobs, f"{type(exc).__name__}: {exc}")
+            raise ModelFailure(
+                f"the model failed on this input: {type(exc).__name__}: {exc}"
+            ) from exc
+        model_ms = (time.perf_counter() - start) * 1000
+        answers = self._answers(outputs)
+        now = time.time()
+        done = time.perf_counter()
+        records, results, offset = [], [], 0
+        for job in jobs:
+            latency = (done - job.started) * 1000
+            chunk = answers[offset : offset + len(job.frame)]
+            for record, answer in zip(job.records, chunk, strict=True):
+                outputs_row = {k: v for k, v in answer.items() if k != "id"}
+                records.append(
+                    LogRecord(
+                        answer["id"],
+                        now,
+                        self.config.name,
+                        self.config.version,
+                        PRIMARY,
+                        job.endpoint,
+                        OK,
+                        latency,
+                        record,
+                        outputs_row,
+                    )
+                )
+            results.append(chunk)
+            offset += len(job.frame)
+        self.log.write(records)
+        self.metrics.observe_batch(len(frame), model_ms / 1000, outputs)
+        return results
+
+    def _answers(self, outputs: pd.DataFrame) -> list[dict]:
+        predictions = [_plain(v) for v in outputs["prediction"].tolist()]
+        ids = [uuid.uuid4().hex for _ in predictions]
+        if self.classes is None or outputs.shape[1] == 1:
+            return [{"id": i, "prediction": p} for i, p in zip(ids, predictions, strict=True)]
+        proba = outputs.iloc[:, 1:].to_numpy(dtype=float).round(12).tolist()
+        labels = [str(c) for c in self.classes]
+        return [
+            {"id": i, "prediction": p, "proba": dict(zip(labels, row, strict=True))}
+            for i, p, row in zip(ids, predictions, proba, strict=True)
+        ]
+
+    def _log_failure(self, jobs: list[_Job], error: str) -> None:
+        now = time.time()
+        self.log.write(
+            [
+                LogRecord(
+                    uuid.uuid4().hex,
+                    now,
+                    self.config.name,
+                    self.config.version,
+                    PRIMARY,
+                    job.endpoint,
+                    ERROR,
+                    None,
+                    record,
+                    None,
+                    error,
+                )
+                for job in jobs
+                for record in job.records
+            ]
+        )
+
+    def log_rejection(self, endpoint: str, body: bytes, problem: HTTPProblem, started: float):
+        self.log.write(
+            [
+                LogRecord(
+                    uuid.uuid4().hex,
+                    time.time(),
+                    self.config.name,
+                    self.config.version,
+                    PRIMARY,
+                    endpoint,
+                    REJECTED,
+                    (time.perf_counter() - started) * 1000,
+                    body[:4096].decode("utf-8", "replace"),
+                    None,
+                    problem.message + "".join(f"; {p.to_dict()}" for p in problem.problems[:5]),
+                )
+            ]
+        )
+
+    async def predict_records(self, records, endpoint: str, started: float) -> list[dict]:
+        if isinstance(records, list) and len(records) > self.config.max_records:
+            raise HTTPProblem(
+                413,
+                f"{len(records)} records in one request; the limit is {self.config.max_records}. "
+                "Split the request.",
+            )
+        try:
+            frame = self.validator.frame(records)
+        except ValidationError as exc:
+            raise HTTPProblem(422, "invalid input: nothing was predicted", exc.problems) from None
+        self.metrics.records_accepted(len(frame))
+        return await self.batcher.submit(frame, records, endpoint, started)
+
+
+class ModelFailure(Exception):
+    """The model raised on input that passed validation."""
+
+
+def create_app(config: ServerConfig) -> FastAPI:
+    """The FastAPI app for one model; the model loads in the lifespan."""
+    state: dict[str, Service] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service = Service(config)
+        service.batcher.start()
+        state["service"] = service
+        yield
+        await service.batcher.stop()
+        service.log.close()
+
+    app = FastAPI(
+        title=f"nbmlops: {config.name} v{config.version}",
+        version=config.version,
+        description="Prediction service generated by nbmlops from a notebook artifact.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(_EdgeMiddleware, config=config, state=state)
+
+    def service() -> Service:
+        return state["service"]
+
+    async def read_json(request: Request):
+        body = await request.body()
+        _check_size(body, config)
+        if not body.strip():
+            raise HTTPProblem(400, "empty body: send a JSON object")
+        try:
+            return json.loads(body), body
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HTTPProblem(400, f"malformed JSON: {exc}") from None
+
+    async def guarded(request: Request, endpoint: str, handler):
+        started = time.perf_counter()
+        try:
+            return await handler(started)
+        except HTTPProblem as problem:
+            if problem.status in (400, 413, 415, 422):
+                body = getattr(request.state, "body", b"")
+                service().log_rejection(endpoint, body, problem, started)
+            return problem.response()
+        except ModelFailure as exc:
+            return _json({"error": str(exc), "problems": []}, 500)
+
+    @app.post("/predict", summary="Score records", openapi_extra=_predict_openapi())
+    async def predict(request: Request) -> Response:
+        async def handle(started: float):
+            payload, request.state.body = await read_json(request)
+            records = _predict_records(payload)
+            answers = await service().predict_records(records, "/predict", started)
+            return _json({"model": config.name, "version": config.version, "predictions": answers})
+
+        return await guarded(request, "/predict", handle)
+
+    @app.post(
+        "/invocations", summary="MLflow scoring protocol", openapi_extra=_invocations_openapi()
+    )
+    async def invocations(request: Request) -> Response:
+        async def handle(started: float):
+            content_type = request.headers.get("content-type", "application/json").lower()
+            if content_type.startswith("text/csv"):
+                body = await request.body()
+                request.state.body = body
+                _check_size(body, config)
+                records = _csv_records(body, service().schema)
+            elif "json" in content_type or not content_type:
+                payload, request.state.body = await read_json(request)
+                records = _mlflow_records(payload)
+            else:
+                raise HTTPProblem(
+                    415,
+                    f"unsupported Content-Type {content_type!r}: send application/json or text/csv",
+                )
+            answers = await service().predict_records(records, "/invocations", started)
+            return _json({"predictions": [_mlflow_row(a) for a in answers]})
+
+        return await guarded(request, "/invocations", handle)
+
+    @app.post(
+        "/feedback",
+        summary="Ground truth for earlier predictions",
+        openapi_extra=_feedback_openapi(),
+    )
+    async def feedback(request: Request) -> Response:
+        async def handle(started: float):
+            payload, _ = await read_json(request)
+            items = _feedback_items(payload)
+            unknown = service().log.add_feedback(items, time.time())
+            if unknown:
+                shown = ", ".join(unknown[:10])
+                return _json(
+                    {
+                        "error": f"unknown prediction id(s): {shown}; nothing was recorded",
+                        "unknown_ids": unknown,
+                    },
+                    404,
+                )
+            return _json({"recorded": len(items)})
+
+        return await guarded(request, "/feedback", handle)
+
+    @app.get("/health", summary="Alive")
+    async def health() -> Response:
+        return _json({"status": "alive"})
+
+    @app.get("/ping", include_in_schema=False)
+    async def ping() -> Response:
+        return _json({"status": "alive"})
+
+    @app.get("/ready", summary="Model loaded")
+    async def ready() -> Response:
+        if "service" not in state:
+            return _json({"ready": False}, 503)
+        return _json({"ready": True, "model": config.name, "version": config.version})
+
+    @app.get("/metadata", summary="Name, version, aliases, schema, metrics, lineage")
+    async def metadata() -> Response:
+        files = service().files
+        return _json(
+            {
+                "name": config.name,
+                "version": config.version,
+                "aliases": list(config.aliases),
+                "task": files.schema.task,
+                "schema": files.schema.to_dict(),
+                "metrics": dict(files.lineage.metrics),
+                "lineage": files.lineage.to_dict(),
+                "limits": {
+                    "max_body_bytes": config.max_body_bytes,
+                    "max_records": config.max_records,
+                    "unknown_categories": config.unknown_categories,
+                },
+            }
+        )
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        body, content_type = service().metrics.render()
+        return Response(content=body, media_type=content_type)
+
+    @app.get("/v2/health/live", summary="Open Inference Protocol: live")
+    async def v2_live() -> Response:
+        return _json({"live": True})
+
+    @app.get("/v2/health/ready", summary="Open Inference Protocol: ready")
+    async def v2_ready() -> Response:
+        return _json({"ready": "service" in state}, 200 if "service" in state else 503)
+
+    @app.get("/v2/models/{model_name}", summary="Open Inference Protocol: model metadata")
+    async def v2_metadata(model_name: str) -> Response:
+        _check_v2_name(model_name, config)
+        return _json(_v2_metadata(config, service()))
+
+    @app.post(
+        "/v2/models/{model_name}/infer",
+        summary="Open Inference Protocol: infer",
+        openapi_extra=_v2_openapi(),
+    )
+    async def v2_infer(model_name: str, request: Request) -> Response:
+        async def handle(started: float):
+            _check_v2_name(model_name, config)
+            payload, request.state.body = await read_json(request)
+            records = _v2_records(payload, service().schema)
+            answers = await service().predict_records(records, "/v2/infer", started)
+            return _json(_v2_response(config, service(), answers, payload))
+
+        return await guarded(request, "/v2/infer", handle)
+
+    return app
+
+
+class _EdgeMiddleware:
+    """Counts every request in metrics, enforces the token and the body size limit."""
+
+    def __init__(self, app, config: ServerConfig, state: dict) -> None:
+        self.app = app
+        self.config = config
+        self.state = state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        path = scope["path"]
+
+        async def send_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            problem = self._refuse(scope)
+            if problem is not None:
+                await problem.response()(scope, receive, send_status)
+            else:
+                await self.app(scope, receive, send_status)
+        finally:
+            service = self.state.get("service")
+            if service is not None:
+                service.metrics.observe_request(
+                    _endpoint(path), status, time.perf_counter() - started
+                )
+
+    def _refuse(self, scope) -> HTTPProblem | None:
+        headers = dict(scope.get("headers") or [])
+        if self.config.token and scope["path"] not in OPEN_PATHS:
+            expected = f"Bearer {self.config.token}".encode()
+            if headers.get(b"authorization") != expected:
+                return HTTPProblem(
+                    401, "missing or wrong token: send 'Authorization: Bearer <token>'"
+                )
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.config.max_body_bytes:
+            return HTTPProblem(
+                413, f"body of {int(length)} bytes; the limit is {self.config.max_body_bytes}"
+            )
+        return None
+
+
+_ENDPOINTS = (
+    "/predict",
+    "/invocations",
+    "/feedback",
+    "/health",
+    "/ping",
+    "/ready",
+    "/metadata",
+    "/metrics",
+    "/docs",
+    "/openapi.json",
+    "/v2/health/live",
+    "/v2/health/ready",
+)
+
+
+def _endpoint(path: str) -> str:
+    if path in _ENDPOINTS:
+        return path
+    if path.startswith("/v2/models/"):
+        return "/v2/models/{name}/infer" if path.endswith("/infer") else "/v2/models/{name}"
+    return "other"
+
+
+def _check_size(body: bytes, config: ServerConfig) -> None:
+    if len(body) > config.max_body_bytes:
+        raise HTTPProblem(413, f"body of {len(body)} bytes; the limit is {config.max_body_bytes}")
+
+
+def _json(body, status: int = 200) -> Response:
+    try:
+        content = json.dumps(body, separators=(",", ":"), default=str, allow_nan=False)
+    except ValueError:
+        content = json.dumps(_finite(body), separators=(",", ":"), default=str)
+    return Response(content=content, status_code=status, media_type="application/json")
+
+
+def _finite(value):
+    """``value`` with NaN and infinities as null: JSON has no spelling for them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _predict_records(payload) -> list:
+    """``{"records": [...]}``, a bare list of records, or one record as an object."""
+    if isinstance(payload, dict):
+        return payload["records"] if "records" in payload else [payload]
+    if isinstance(payload, list):
+        return payload
+    raise HTTPProblem(
+        400, 'expected {"records": [{column: value, ...}]} or one record as a JSON object'
+    )
+
+
+def _mlflow_records(payload) -> list:
+    """Records from MLflow's scoring formats: dataframe_split, dataframe_records, instances,
+    inputs."""
+    if not isinstance(payload, dict):
+        raise HTTPProblem(
+            400,
+            "expected a JSON object with one of dataframe_split, dataframe_records, "
+            "instances or inputs",
+        )
+    keys = [
+        k for k in ("dataframe_split", "dataframe_records", "instances", "inputs") if k in payload
+    ]
+    if len(keys) != 1:
+        raise HTTPProblem(
+            400,
+            "send exactly one of dataframe_split, dataframe_records, instances or inputs"
+            + (f" (got {', '.join(keys)})" if keys else ""),
+        )
+    data = payload[keys[0]]
+    if keys[0] == "dataframe_split":
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("columns"), list)
+            or not isinstance(data.get("data"), list)
+        ):
+            raise HTTPProblem(
+                400, "dataframe_split needs 'columns' (a list) and 'data' (a list of rows)"
+            )
+        columns = data["columns"]
+        records = []
+        for index, row in enumerate(data["data"]):
+            if not isinstance(row, list) or len(row) != len(columns):
+                raise HTTPProblem(
+                    422,
+                    "invalid input: nothing was predicted",
+                    [
+                        Problem(
+                            index,
+                            None,
+                            f"row has {len(row) if isinstance(row, list) else 'no'} "
+                            f"values; columns has {len(columns)}",
+                        )
+                    ],
+                )
+            records.append(dict(zip(map(str, columns), row, strict=True)))
+        return records
+    if isinstance(data, dict):
+        lengths = {len(v) if isinstance(v, list) else -1 for v in data.values()}
+        if len(lengths) != 1 or -1 in lengths:
+            raise HTTPProblem(400, f"{keys[0]} as an object needs equal-length lists per column")
+        return [dict(zip(data, values, strict=True)) for values in zip(*data.values(), strict=True)]
+    return data
+
+
+def _mlflow_row(answer: dict) -> dict:
+    row = {"prediction": answer["prediction"]}
+    for label, p in answer.get("proba", {}).items():
+        row[f"proba_{label}"] = p
+    return row
+
+
+def _csv_records(body: bytes, schema) -> list:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPProblem(400, "CSV body is not UTF-8 text") from None
+    rows = list(csv.DictReader(io.StringIO(text)))
+    if not rows:
+        raise HTTPProblem(400, "CSV body has a header but no rows")
+    kinds = {c.name: c for c in schema.columns}
+    records = []
+    for row in rows:
+        record = {}
+        for key, raw in row.items():
+            column = kinds.get(key)
+            record[key] = _csv_value(raw, column)
+        records.append(record)
+    return records
+
+
+def _csv_value(raw, column):
+    if raw is None or raw == "":
+        return None
+    if column is None:
+        return raw
+    if column.kind == "numeric":
+        try:
+            number = float(raw)
+        except ValueError:
+            return raw
+        return int(number) if number.is_integer() and column.dtype.startswith("int") else number
+    if column.kind == "boolean":
+        lowered = raw.strip().lower()
+        return {"true": True, "false": False, "1": True, "0": False}.get(lowered, raw)
+    return raw
+
+
+def _feedback_items(payload) -> list[tuple[str, object]]:
+    entries = (
+        payload.get("feedback")
+        if isinstance(payload, dict) and "feedback" in payload
+        else [payload]
+    )
+    if not isinstance(entries, list) or not entries:
+        raise HTTPProblem(400, 'send {"id": ID, "label": Y} or {"feedback": [...]}')
+    items, problems = [], []
+    for index, entry in enumerate(entries):
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("id"), str)
+            or "label" not in entry
+        ):
+            problems.append(Problem(index, None, "each feedback needs a string 'id' and a 'label'"))
+            continue
+        items.append((entry["id"], entry["label"]))
+    if problems:
+        raise HTTPProblem(422, "invalid feedback: nothing was recorded", problems)
+    return items
+
+
+_V2_TYPES = {
+    "numeric": "FP64",
+    "boolean": "BOOL",
+    "categorical": "BYTES",
+    "text": "BYTES",
+    "datetime": "BYTES",
+}
+
+
+def _v2_datatype(column) -> str:
+    if column.kind == "numeric" and column.dtype.startswith("int"):
+        return "INT64"
+    return _V2_TYPES.get(column.kind, "BYTES")
+
+
+def _check_v2_name(model_name: str, config: ServerConfig) -> None:
+    if model_name != config.name:
+        raise HTTPProblem(
+            404, f"model {model_name!r} is not served here; this server serves {config.name!r}"
+        )
+
+
+def _v2_metadata(config: ServerConfig, service: Service) -> dict:
+    outputs = [
+        {"name": "prediction", "datatype": "BYTES" if service.classes else "FP64", "shape": [-1]}
+    ]
+    if service.classes:
+        outputs.append({"name": "proba", "datatype": "FP64", "shape": [-1, len(service.classes)]})
+    return {
+        "name": config.name,
+        "versions": [config.version],
+        "platform": "nbmlops",
+        "inputs": [
+            {"name": c.name, "datatype": _v2_datatype(c), "shape": [-1]}
+            for c in service.schema.columns
+        ],
+        "outputs": outputs,
+    }
+
+
+def _v2_records(payload, schema) -> list:
+    inputs = payload.get("inputs") if isinstance(payload, dict) else None
+    if not isinstance(inputs, list) or not inputs:
+        raise HTTPProblem(400, "an inference request needs 'inputs': a list of named tensors")
+    columns: dict[str, list] = {}
+    for index, tensor in enumerate(inputs):
+        if (
+            not isinstance(tensor, dict)
+            or not isinstance(tensor.get("name"), str)
+            or not isinstance(tensor.get("data"), list)
+        ):
+            raise HTTPProblem(
+                422,
+                "invalid input: nothing was predicted",
+                [Problem(None, None, f"inputs[{index}] needs a 'name' and a 'data' list")],
+            )
+        columns[tensor["name"]] = tensor["data"]
+    lengths = {len(v) for v in columns.values()}
+    if len(lengths) != 1:
+        raise HTTPProblem(400, "every input tensor must have the same number of elements")
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def _v2_response(config: ServerConfig, service: Service, answers: list[dict], payload) -> dict:
+    predictions = [a["prediction"] for a in answers]
+    outputs = [
+        {
+            "name": "prediction",
+            "shape": [len(predictions)],
+            "datatype": "BYTES" if service.classes else "FP64",
+            "data": predictions,
+        }
+    ]
+    if service.classes:
+        labels = [str(c) for c in service.classes]
+        flat = [a["proba"][label] for a in answers for label in labels]
+        outputs.append(
+            {
+                "name": "proba",
+                "shape": [len(answers), len(labels)],
+                "datatype": "FP64",
+                "data": flat,
+            }
+        )
+    response = {
+        "model_name": config.name,
+        "model_version": config.version,
+        "outputs": outputs,
+        "parameters": {"ids": [a["id"] for a in answers]},
+    }
+    if isinstance(payload, dict) and isinstance(payload.get("id"), str):
+        response["id"] = payload["id"]
+    return response
+
+
+def _schema_object() -> dict:
+    return {"type": "object", "additionalProperties": True}
+
+
+def _predict_openapi() -> dict:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "records": {"type": "array", "items": _schema_object()}
+                                },
+                                "required": ["records"],
+                            },
+                            _schema_object(),
+                        ]
+                    }
+                }
+            },
+        }
+    }
+
+
+def _invocations_openapi() -> dict:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": _schema_object()},
+                "text/csv": {"schema": {"type": "string"}},
+            },
+        }
+    }
+
+
+def _feedback_openapi() -> dict:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"id": {"type": "string"}, "label": {}},
+                    }
+                }
+            },
+        }
+    }
+
+
+def _v2_openapi() -> dict:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"inputs": {"type": "array", "items": _schema_object()}},
+                        "required": ["inputs"],
+                    }
+                }
+            },
+        }
+    }

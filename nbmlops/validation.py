@@ -1,0 +1,177 @@
+"""Input validation against ``schema.json``: records in, a typed frame out, or every problem named.
+
+Runs before the model sees anything. A request with one bad record is rejected whole, and the
+error lists each offending record index and field.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+import pandas as pd
+
+from nbmlops.errors import ValidationError
+from nbmlops.schema import Column, Schema
+
+REJECT = "reject"
+ALLOW = "allow"
+MAX_PROBLEMS = 50
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One offending value: which record, which field, what is wrong."""
+
+    record: int | None
+    field: str | None
+    message: str
+
+    def to_dict(self) -> dict:
+        return {"record": self.record, "field": self.field, "message": self.message}
+
+
+class Validator:
+    """Checks records against a schema and builds the frame the model was trained on."""
+
+    def __init__(self, schema: Schema, unknown_categories: str = REJECT) -> None:
+        if unknown_categories not in (REJECT, ALLOW):
+            raise ValueError(
+                f"unknown_categories must be 'reject' or 'allow', not {unknown_categories!r}"
+            )
+        self.schema = schema
+        self.unknown_categories = unknown_categories
+        self._names = schema.names
+        self._known = frozenset(self._names)
+        self._checks = {c.name: _checker(c) for c in schema.columns}
+        self._categories = {
+            c.name: frozenset(c.categories) for c in schema.columns if c.categories is not None
+        }
+
+    def frame(self, records: list) -> pd.DataFrame:
+        """Validate ``records`` (a list of JSON objects) and return them as a typed frame."""
+        if not isinstance(records, list) or not records:
+            raise ValidationError([Problem(None, None, "no records: send at least one record")])
+        problems: list[Problem] = []
+        columns: dict[str, list] = {name: [] for name in self._names}
+        for index, record in enumerate(records):
+            if not isinstance(record, dict):
+                problems.append(
+                    Problem(
+                        index, None, f"a record must be a JSON object, got {_json_type(record)}"
+                    )
+                )
+                continue
+            for name in record.keys() - self._known:
+                problems.append(
+                    Problem(
+                        index,
+                        str(name),
+                        "unknown field; the model was trained on " + ", ".join(self._names),
+                    )
+                )
+            for name in self._names:
+                if name not in record:
+                    problems.append(Problem(index, name, "missing field"))
+                    continue
+                value = record[name]
+                message = self._check(name, value)
+                if message is not None:
+                    problems.append(Problem(index, name, message))
+                columns[name].append(value)
+            if len(problems) >= MAX_PROBLEMS:
+                break
+        if problems:
+            raise ValidationError(problems[:MAX_PROBLEMS])
+        return pd.DataFrame(
+            {
+                c.name: _series(c, columns[c.name], self._categories.get(c.name))
+                for c in self.schema.columns
+            }
+        )
+
+    def _check(self, name: str, value) -> str | None:
+        column = self.schema.column(name)
+        if value is None:
+            if column.nullable:
+                return None
+            return "null is not allowed: training data had no missing values here"
+        message = self._checks[name](value)
+        if message is not None:
+            return message
+        allowed = self._categories.get(name)
+        if allowed is not None and value not in allowed and self.unknown_categories == REJECT:
+            seen = ", ".join(map(str, sorted(allowed, key=str)[:20]))
+            return (
+                f"{value!r} is a category never seen in training (seen: {seen}); start the "
+                "server with --unknown-categories allow to accept new categories"
+            )
+        return None
+
+
+def _checker(column: Column):
+    """A function ``value -> error message or None`` for the column's kind and dtype."""
+    kind = column.kind
+    if kind == "numeric":
+        integer = column.dtype.lower().startswith(("int", "uint"))
+        return lambda v: _check_number(v, integer)
+    if kind == "boolean":
+        return lambda v: None if isinstance(v, bool) else f"expected true or false, got {_show(v)}"
+    if kind == "datetime":
+        return _check_datetime
+    if (
+        column.categories is not None
+        and column.categories
+        and not all(isinstance(c, str) for c in column.categories)
+    ):
+        return lambda v: None
+    return lambda v: None if isinstance(v, str) else f"expected a string, got {_show(v)}"
+
+
+def _check_number(value, integer: bool) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"expected a number, got {_show(value)}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"expected a finite number, got {value}"
+    if integer and isinstance(value, float) and not value.is_integer():
+        return f"expected an integer (the column is integer in training), got {value}"
+    return None
+
+
+def _check_datetime(value) -> str | None:
+    if not isinstance(value, str):
+        return f"expected an ISO-8601 date-time string, got {_show(value)}"
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return f"expected an ISO-8601 date-time string, got {value!r}"
+    return None
+
+
+def _series(column: Column, values: list, categories: frozenset | None) -> pd.Series:
+    dtype = column.dtype
+    if dtype == "category":
+        known = list(column.categories or ())
+        extra = sorted({v for v in values if v is not None and v not in categories}, key=str)
+        return pd.Series(pd.Categorical(values, categories=known + extra))
+    if column.kind == "datetime":
+        return pd.Series(pd.to_datetime(values)).astype(dtype)
+    if column.kind == "numeric" and column.nullable and dtype.startswith("int"):
+        dtype = "float64"
+    return pd.Series(values, dtype=dtype)
+
+
+def _json_type(value) -> str:
+    names = {list: "an array", dict: "an object", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "a number")
+
+
+def _show(value) -> str:
+    return (
+        f"{_json_type(value)} {value!r}"
+        if not isinstance(value, (dict, list))
+        else _json_type(value)
+    )
