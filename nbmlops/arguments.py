@@ -43,6 +43,35 @@ def package_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     return parser
 
 
+def serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``%mlops_serve MODEL [--port N] ...``, ``--list``, ``--stop [MODEL|PORT|all]``"""
+    parser.description = (
+        "Serve a registered model over HTTP in its own process: /predict, /invocations "
+        "(MLflow), /v2 (Open Inference Protocol), /feedback, /metrics, /docs."
+    )
+    parser.add_argument("model", nargs="?", help="NAME, NAME@ALIAS, NAME@v3 or models:/NAME/3")
+    parser.add_argument("--port", type=int, help="default: a free port")
+    parser.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (loopback)")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on requests")
+    parser.add_argument(
+        "--insecure", action="store_true", help="allow a non-loopback --host without --token"
+    )
+    parser.add_argument(
+        "--unknown-categories",
+        choices=("reject", "allow"),
+        default="reject",
+        help="what to do with categories never seen in training (default: reject)",
+    )
+    parser.add_argument("--max-records", type=int, help="records per request (default 10000)")
+    parser.add_argument("--max-body-bytes", type=int, help="request body size (default 5 MiB)")
+    parser.add_argument("--list", action="store_true", help="list running servers")
+    parser.add_argument(
+        "--stop", nargs="?", const="all", metavar="MODEL|PORT|all", help="stop servers"
+    )
+    return parser
+
+
 def parse_tags(pairs: list[str]) -> dict[str, str]:
     """``["team=growth", "ticket=42"]`` as a dict; a pair without ``=`` is a usage error."""
     tags = {}

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from nbmlops.arguments import serve_arguments
 from nbmlops.errors import NbmlopsError, UsageError
 
 EXIT_FAILED = 1
@@ -36,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     archive = actions.add_parser("archive", help="remove a version's aliases and tag it archived")
     archive.add_argument("model", help="the version to archive, e.g. churn@v1")
 
+    serve_arguments(verbs.add_parser("serve", help="serve a model over HTTP (foreground)"))
+
     demo = verbs.add_parser("demo", help="run notebooks/quickstart.ipynb end to end")
     demo.add_argument("--notebook", type=Path, help="the quickstart notebook to run")
     demo.add_argument("--output", type=Path, help="where to write the executed notebook")
@@ -47,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.verb == "models":
             return _models(args)
+        if args.verb == "serve":
+            return _serve(args)
         return _demo(args)
     except UsageError as exc:
         print(f"nbmlops: {exc}", file=sys.stderr)
@@ -104,6 +109,36 @@ def _models(args: argparse.Namespace) -> int:
         return 0
     version = registry.archive(args.model)
     print(f"{version.ref} archived; its aliases were removed")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from nbmlops import service
+    from nbmlops.config import Settings
+
+    if args.list:
+        print(repr(service.ServerList(service.list_servers())))
+        return 0
+    if args.stop is not None:
+        print(repr(service.ServerList(service.stop_servers(args.stop), stopped=True)))
+        return 0
+    if not args.model:
+        raise UsageError("serve needs a MODEL (e.g. churn@production), --list or --stop")
+    settings = Settings.from_env()
+    config = service.build_config(
+        args.model,
+        settings=settings,
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        insecure=args.insecure,
+        unknown_categories=args.unknown_categories,
+        max_records=args.max_records,
+        max_body_bytes=args.max_body_bytes,
+    )
+    with service.foreground_record(config, settings) as handle:
+        print(f"{handle!r}\nCtrl-C stops it.", flush=True)
+        service.run(config, workers=args.workers)
     return 0
 
 

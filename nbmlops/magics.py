@@ -6,9 +6,9 @@ import argparse
 import shlex
 
 from IPython.core.error import UsageError as IPythonUsageError
-from IPython.core.magic import Magics, cell_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
-from nbmlops.arguments import package_arguments, parse_tags
+from nbmlops.arguments import package_arguments, parse_tags, serve_arguments
 from nbmlops.errors import NbmlopsError
 from nbmlops.lineage import NotebookContext, notebook_path
 from nbmlops.packaging import package
@@ -23,7 +23,7 @@ class _MagicParser(argparse.ArgumentParser):
 
 @magics_class
 class NbmlopsMagics(Magics):
-    """``%%mlops_package`` (more magics arrive with serving and monitoring)."""
+    """``%%mlops_package`` and ``%mlops_serve``."""
 
     @cell_magic
     def mlops_package(self, line: str, cell: str):
@@ -57,6 +57,41 @@ class NbmlopsMagics(Magics):
                 tags=parse_tags(args.tag),
                 description=args.description,
                 context=context,
+            )
+        except NbmlopsError as exc:
+            raise IPythonUsageError(f"{type(exc).__name__}: {exc}") from None
+
+    @line_magic
+    def mlops_serve(self, line: str):
+        """Serve a model in its own process; the kernel stays free.
+
+        %mlops_serve MODEL [--port N] [--host H] [--workers N] [--token T] [--insecure]
+        [--unknown-categories reject|allow]
+        %mlops_serve --list
+        %mlops_serve --stop [MODEL|PORT|all]
+        """
+        from nbmlops import service
+
+        args = _parse(serve_arguments(_MagicParser(prog="%mlops_serve")), line)
+        if args is None:
+            return None
+        try:
+            if args.list:
+                return service.ServerList(service.list_servers())
+            if args.stop is not None:
+                return service.ServerList(service.stop_servers(args.stop), stopped=True)
+            if not args.model:
+                raise IPythonUsageError("%mlops_serve: give a MODEL, --list or --stop")
+            return service.serve(
+                args.model,
+                port=args.port,
+                host=args.host,
+                workers=args.workers,
+                token=args.token,
+                insecure=args.insecure,
+                unknown_categories=args.unknown_categories,
+                max_records=args.max_records,
+                max_body_bytes=args.max_body_bytes,
             )
         except NbmlopsError as exc:
             raise IPythonUsageError(f"{type(exc).__name__}: {exc}") from None

@@ -285,6 +285,10 @@ def create_app(config: ServerConfig) -> FastAPI:
     )
     app.add_middleware(_EdgeMiddleware, config=config, state=state)
 
+    @app.exception_handler(HTTPProblem)
+    async def answer_problem(request: Request, problem: HTTPProblem) -> Response:
+        return problem.response()
+
     def service() -> Service:
         return state["service"]
 

@@ -8,6 +8,7 @@ started from a process stop when it exits, and a server whose parent dies stops 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ipaddress
 import json
 import os
@@ -132,6 +133,37 @@ class ServerHandle:
             f"Serving {self.model} v{self.version} at {self.url} (docs: {self.docs_url}, "
             f"pid {self.pid})\n  {self.curl_example()}"
         )
+
+
+@dataclass(frozen=True)
+class ServerList:
+    """Servers listed or stopped, as a table."""
+
+    servers: list[ServerHandle]
+    stopped: bool = False
+
+    def _rows(self) -> list[tuple[str, ...]]:
+        return [(h.model, f"v{h.version}", h.url, str(h.pid)) for h in self.servers]
+
+    def _repr_html_(self) -> str:
+        import html
+
+        if not self.servers:
+            return f"<p>{html.escape(repr(self))}</p>"
+        head = "".join(f"<th>{h}</th>" for h in ("model", "version", "url", "pid"))
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+            for row in self._rows()
+        )
+        title = "Stopped" if self.stopped else "Running"
+        return f"<b>{title}</b><table><tr>{head}</tr>{body}</table>"
+
+    def __repr__(self) -> str:
+        if not self.servers:
+            return "no servers stopped" if self.stopped else "no servers running"
+        title = "stopped" if self.stopped else "running"
+        lines = [f"{title}:"] + ["  " + "  ".join(row) for row in self._rows()]
+        return "\n".join(lines)
 
 
 def build_config(
@@ -281,6 +313,29 @@ def stop_servers(
     return chosen
 
 
+@contextlib.contextmanager
+def foreground_record(config: ServerConfig, settings: Settings):
+    """List a server run in this process (``nbmlops serve``) while it runs."""
+    servers = _servers_dir(settings)
+    handle = ServerHandle(
+        model=config.name,
+        version=config.version,
+        host=config.host,
+        port=config.port,
+        pid=os.getpid(),
+        log_file=str(servers / f"{config.port}.log"),
+        token=config.token,
+        started=time.time(),
+        example=_example_record(config),
+    )
+    record = _record_path(servers, config.port)
+    record.write_text(json.dumps(handle.__dict__))
+    try:
+        yield handle
+    finally:
+        record.unlink(missing_ok=True)
+
+
 def run(config: ServerConfig, workers: int = 1, parent_pid: int | None = None) -> None:
     """Run the server in this process until it is stopped (SIGTERM or Ctrl-C)."""
     import uvicorn
@@ -301,13 +356,28 @@ def run(config: ServerConfig, workers: int = 1, parent_pid: int | None = None) -
         return
     from nbmlops.server import create_app
 
-    uvicorn.run(
-        create_app(config),
-        host=config.host,
-        port=config.port,
-        log_level="warning",
-        timeout_graceful_shutdown=10,
-    )
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            # Stop gracefully on SIGINT/SIGTERM, then exit normally: uvicorn would re-raise the
+            # signal, which makes a clean stop look like a crash to whoever started us.
+            signals = (signal.SIGINT, signal.SIGTERM)
+            previous = {s: signal.signal(s, self.handle_exit) for s in signals}
+            try:
+                yield
+            finally:
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
+
+    Server(
+        uvicorn.Config(
+            create_app(config),
+            host=config.host,
+            port=config.port,
+            log_level="warning",
+            timeout_graceful_shutdown=10,
+        )
+    ).run()
 
 
 def app_from_env():
@@ -348,23 +418,29 @@ def _wait_ready(handle: ServerHandle, proc: subprocess.Popen, timeout: float) ->
 
 
 def _terminate(pid: int, grace: float = 15.0) -> None:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
+    """SIGTERM (the server finishes and logs what it is scoring), SIGKILL after ``grace``."""
+    if not _signal(pid, signal.SIGTERM):
         return
-    except PermissionError:
-        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         if not _pid_alive(pid):
             return
         time.sleep(0.05)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
+    _signal(pid, signal.SIGKILL)
     while _pid_alive(pid):
         time.sleep(0.05)
+
+
+def _signal(pid: int, signum: int) -> bool:
+    """Signal a server's process group when it leads one (its uvicorn workers too)."""
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signum)
+        else:
+            os.kill(pid, signum)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _pid_alive(pid: int) -> bool:
