@@ -267,6 +267,7 @@ class ModelFailure(Exception):
 def create_app(config: ServerConfig) -> FastAPI:
     """The FastAPI app for one model; the model loads in the lifespan."""
     state: dict[str, Service] = {}
+    schema = ArtifactFiles.read(Path(config.artifact)).schema
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -314,7 +315,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         except ModelFailure as exc:
             return _json({"error": str(exc), "problems": []}, 500)
 
-    @app.post("/predict", summary="Score records", openapi_extra=_predict_openapi())
+    @app.post("/predict", summary="Score records", openapi_extra=_predict_openapi(schema))
     async def predict(request: Request) -> Response:
         async def handle(started: float):
             payload, request.state.body = await read_json(request)
@@ -325,7 +326,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         return await guarded(request, "/predict", handle)
 
     @app.post(
-        "/invocations", summary="MLflow scoring protocol", openapi_extra=_invocations_openapi()
+        "/invocations",
+        summary="MLflow scoring protocol",
+        openapi_extra=_invocations_openapi(schema),
     )
     async def invocations(request: Request) -> Response:
         async def handle(started: float):
@@ -775,74 +778,78 @@ def _v2_response(config: ServerConfig, service: Service, answers: list[dict], pa
     return response
 
 
-def _schema_object() -> dict:
-    return {"type": "object", "additionalProperties": True}
-
-
-def _predict_openapi() -> dict:
+def _record_schema(schema) -> dict:
+    """JSON Schema of one input record, from schema.json (for /docs and API clients)."""
+    properties = {}
+    for column in schema.columns:
+        if column.kind == "numeric":
+            prop = {"type": "integer" if column.dtype.startswith("int") else "number"}
+        elif column.kind == "boolean":
+            prop = {"type": "boolean"}
+        elif column.kind == "datetime":
+            prop = {"type": "string", "format": "date-time"}
+        else:
+            prop = {"type": "string"}
+            if column.categories is not None:
+                prop["enum"] = list(column.categories)
+        if column.nullable:
+            prop = {"anyOf": [prop, {"type": "null"}]}
+        properties[column.name] = prop
     return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "oneOf": [
-                            {
-                                "type": "object",
-                                "properties": {
-                                    "records": {"type": "array", "items": _schema_object()}
-                                },
-                                "required": ["records"],
-                            },
-                            _schema_object(),
-                        ]
-                    }
-                }
-            },
-        }
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
     }
 
 
-def _invocations_openapi() -> dict:
+def _predict_openapi(schema) -> dict:
+    record = _record_schema(schema)
+    records = {
+        "type": "object",
+        "properties": {"records": {"type": "array", "items": record, "minItems": 1}},
+        "required": ["records"],
+        "additionalProperties": False,
+    }
+    return _json_body({"oneOf": [records, record]})
+
+
+def _invocations_openapi(schema) -> dict:
+    body = _json_body(
+        {
+            "type": "object",
+            "properties": {
+                "dataframe_records": {
+                    "type": "array",
+                    "items": _record_schema(schema),
+                    "minItems": 1,
+                }
+            },
+            "required": ["dataframe_records"],
+        }
+    )
+    body["requestBody"]["content"]["text/csv"] = {"schema": {"type": "string"}}
+    return body
+
+
+def _json_body(json_schema: dict) -> dict:
     return {
         "requestBody": {
             "required": True,
-            "content": {
-                "application/json": {"schema": _schema_object()},
-                "text/csv": {"schema": {"type": "string"}},
-            },
+            "content": {"application/json": {"schema": json_schema}},
         }
     }
 
 
 def _feedback_openapi() -> dict:
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {"id": {"type": "string"}, "label": {}},
-                    }
-                }
-            },
-        }
-    }
+    return _json_body({"type": "object", "properties": {"id": {"type": "string"}, "label": {}}})
 
 
 def _v2_openapi() -> dict:
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {"inputs": {"type": "array", "items": _schema_object()}},
-                        "required": ["inputs"],
-                    }
-                }
-            },
+    return _json_body(
+        {
+            "type": "object",
+            "properties": {"inputs": {"type": "array", "items": {"type": "object"}}},
+            "required": ["inputs"],
         }
-    }
+    )

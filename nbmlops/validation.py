@@ -136,7 +136,15 @@ def _check_number(value, integer: bool) -> str | None:
         return f"expected a finite number, got {value}"
     if integer and isinstance(value, float) and not value.is_integer():
         return f"expected an integer (the column is integer in training), got {value}"
+    if integer and not _INT64_MIN <= value <= _INT64_MAX:
+        return f"{value} is out of the 64-bit integer range"
+    if isinstance(value, int) and abs(value) > _FLOAT_MAX:
+        return f"{value} is out of the floating-point range"
     return None
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_FLOAT_MAX = 1.7976931348623157e308
 
 
 def _check_datetime(value) -> str | None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -287,3 +289,46 @@ def test_demo_runs_quickstart_with_papermill(tmp_path, repo_root):
     assert "Model card: churn v1" in json.dumps(nb)
     lineage = nbmlops.load("churn@v1").lineage
     assert lineage.notebook_path == str(repo_root / "notebooks" / "quickstart.ipynb")
+
+
+def test_serve_from_a_kernel_survives_a_server_crash_and_ends_with_the_kernel(run_cells):
+    nb = run_cells(
+        SETUP,
+        HELPER,
+        FEATURIZE,
+        DATA,
+        train(),
+        "server = %mlops_serve churn\nserver",
+        "served = server.predict(X_test.head(5))\n"
+        "assert served['prediction'].tolist() == clf.predict(featurize(X_test.head(5))).tolist()",
+        "import os, signal, time\n"
+        "os.kill(server.pid, signal.SIGKILL)\n"
+        "deadline = time.time() + 10\n"
+        "while server.alive and time.time() < deadline:\n"
+        "    time.sleep(0.1)\n"
+        "print('crashed server alive:', server.alive)",
+        "%mlops_serve --list",
+        "second = %mlops_serve churn@v1\n"
+        "open('second.pid', 'w').write(str(second.pid))\n"
+        "print('second alive:', second.alive)",
+    )
+    text = outputs_text(nb)
+    assert "Serving churn v1 at http://127.0.0.1:" in text and "/docs" in text
+    assert "curl -s http://127.0.0.1:" in text
+    assert "crashed server alive: False" in text
+    assert "no servers running" in text
+    assert "second alive: True" in text
+    second_pid = int(Path("second.pid").read_text())
+    deadline = time.monotonic() + 30
+    while _alive(second_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(second_pid), "the server outlived its kernel"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")

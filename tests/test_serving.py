@@ -15,11 +15,6 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder
 
 import nbmlops
 from nbmlops.config import Settings
@@ -27,36 +22,7 @@ from nbmlops.datasets import make_churn
 from nbmlops.errors import UsageError, ValidationError
 from nbmlops.predlog import PredictionLog
 from nbmlops.service import free_port, list_servers, serve, stop_servers
-from tests.capture_examples import add_charge_per_call
-
-NUMERIC = ["tenure_months", "monthly_charges", "support_calls", "charge_per_call"]
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Settings:
-    """A store with churn v1 (captured preprocessing, categorical, string and bool columns)."""
-    home = tmp_path_factory.mktemp("serving") / ".nbmlops"
-    settings = Settings.from_env({"NBMLOPS_HOME": str(home)})
-    df = make_churn(600, seed=0)
-    x, y = df.drop(columns="churned"), df["churned"]
-    clf = make_pipeline(
-        ColumnTransformer(
-            [
-                ("num", SimpleImputer(), NUMERIC),
-                ("cat", OneHotEncoder(handle_unknown="ignore"), ["contract", "region"]),
-            ]
-        ),
-        LogisticRegression(max_iter=1000),
-    ).fit(add_charge_per_call(x), y)
-    nbmlops.package("churn", clf, x, target=y, preprocess=[add_charge_per_call], settings=settings)
-    return settings
-
-
-@pytest.fixture(scope="module")
-def server(store):
-    handle = serve("churn", settings=store)
-    yield handle
-    handle.stop()
+from tests.served_model import server_fixture, store_fixture  # noqa: F401 - fixtures
 
 
 @pytest.fixture
@@ -159,6 +125,7 @@ BAD_INPUTS = [
     ("unknown column", lambda r: r.update(planet="mars"), 0, "planet", "unknown field"),
     ("wrong type", lambda r: r.update(monthly_charges="cheap"), 0, "monthly_charges", "number"),
     ("float for integer", lambda r: r.update(support_calls=2.5), 0, "support_calls", "integer"),
+    ("integer out of range", lambda r: r.update(support_calls=2**70), 0, "support_calls", "range"),
     ("unseen category", lambda r: r.update(region="Atlantis"), 0, "region", "never seen"),
     ("null not seen in training", lambda r: r.update(region=None), 0, "region", "null"),
     ("bool column gets a string", lambda r: r.update(paperless="yes"), 0, "paperless", "true"),

@@ -1,0 +1,823 @@
+"""Benchmark: the nbmlops prediction server against ``mlflow models serve``, same artifact.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/bench_serving.py [--seconds S] [--no-readme]
+
+In one run, in a temporary store (``NBMLOPS_HOME`` under a temporary directory, nothing inside
+the repository):
+
+1. Fit the quickstart's ColumnTransformer(OneHotEncoder + SimpleImputer) + LogisticRegression
+   on ``nbmlops.datasets.make_churn`` and package it with ``featurize`` (from _bench_pipeline)
+   as its preprocessing: ``nbmlops.package("churn", ..., settings=...)``.
+2. Serve that one registered artifact two ways, one at a time, on free loopback ports:
+   ``nbmlops serve churn --port P`` (the CLI, in the foreground of its own process) and
+   ``mlflow models serve -m <artifact folder> --env-manager local --port P --host 127.0.0.1``
+   (the artifact is an MLflow pyfunc model, so MLflow serves it unchanged; 1 uvicorn worker,
+   its default). Start-to-ready is the time from ``Popen`` to the first 200 from ``GET /ready``
+   (nbmlops) or ``GET /ping`` (MLflow), measured over ``--starts`` starts.
+3. Before any load, a few rows go through both servers and ``nbmlops.load(...).predict``: the
+   predictions and probabilities must agree.
+4. Load comes from a separate process (``_bench_loadgen.py``: bare asyncio streams with
+   keep-alive connections, a fixed number of requests in flight = the concurrency, ``--warmup``
+   seconds unmeasured then ``--seconds`` measured). nbmlops is measured on ``POST /predict``
+   with ``{"records": [...]}``; MLflow on ``POST /invocations`` with ``{"dataframe_split":
+   ...}``; nbmlops' own ``/invocations`` with the same MLflow body is a cross-check at 1 row,
+   concurrency 16. Answers other than 200 are counted (they must be 0).
+5. The floor: ``nbmlops.load(...).predict(frame)`` in this process, 1 and 100 rows, median of
+   many calls.
+
+The results (a Markdown table with the issue's targets, met or not) go to stdout and to the
+section between the bench_serving markers in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+README = HERE / "README.md"
+LOADGEN = HERE / "_bench_loadgen.py"
+START = "<!-- bench_serving:start -->"
+END = "<!-- bench_serving:end -->"
+HOST = "127.0.0.1"
+MODEL = "churn"
+# The issue's targets.
+TARGET_THROUGHPUT = 10.0  # nbmlops req/s at least 10x MLflow's, 1-row requests, concurrency 16
+TARGET_P50_MS = 2.0  # nbmlops p50 at concurrency 1 within 2 ms of the raw in-process predict
+TARGET_READY_S = 3.0  # nbmlops ready within 3 s of start
+ROW_COUNTS = (1, 100)
+CONCURRENCIES = (1, 16)
+READY_TIMEOUT = 120.0
+STOP_GRACE = 15.0
+
+sys.path.insert(0, str(HERE))
+import _bench_pipeline as pipeline  # noqa: E402 - needs the path above when imported elsewhere
+import bench_package  # noqa: E402 - shared helpers (machine info, quiet MLflow)
+
+VERSIONS_OF = (*bench_package.VERSIONS_OF, "fastapi", "starlette", "uvicorn", "h11")
+
+SECTION_INTRO = """## bench_serving.py: the prediction server against `mlflow models serve`
+
+Serves one registered artifact (the quickstart's ColumnTransformer(OneHotEncoder +
+SimpleImputer) + LogisticRegression on `nbmlops.datasets.make_churn`, packaged with its
+`featurize` preprocessing) two ways, one at a time, on loopback: `nbmlops serve churn` (the
+CLI) and `mlflow models serve -m <artifact folder> --env-manager local` (the artifact is an
+MLflow pyfunc model; MLflow's default of one uvicorn worker). Both servers first answer a few
+rows, which must agree with `nbmlops.load(...).predict`; then a separate load-generator process
+(`_bench_loadgen.py`: bare asyncio streams, keep-alive, a fixed number of requests in flight)
+sends 1-row and 100-row requests at concurrency 1 and 16 for a fixed time after a warm-up.
+nbmlops is measured on `POST /predict` (`{"records": [...]}`), MLflow on `POST /invocations`
+(`{"dataframe_split": ...}`), and nbmlops' `/invocations` with the same MLflow body is a
+cross-check. Start-to-ready is `Popen` to the first 200 from `/ready` (nbmlops) or `/ping`
+(MLflow). The floor is `nbmlops.load(...).predict(frame)` in the benchmark's own process. The
+issue's targets: at least 10x MLflow's throughput on 1-row requests at concurrency 16, p50 at
+concurrency 1 within 2 ms of the raw predict, ready within 3 s of start.
+
+Everything runs on the same small machine: the load generator and the server share its cores
+(their CPU use is in the table), so absolute numbers are lower than on a dedicated client and
+server; compare runs made on the same machine.
+
+```
+.venv/bin/python benchmarks/bench_serving.py               # 10 s per cell after 1 s warm-up
+.venv/bin/python benchmarks/bench_serving.py --seconds 5
+.venv/bin/python benchmarks/bench_serving.py --no-readme   # print only
+```
+
+### Results
+
+"""
+
+
+# -- servers ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """A server we started, in its own session (process group id == pid)."""
+
+    name: str
+    proc: subprocess.Popen
+    port: int
+    ready_path: str
+    log: Path
+    ready_seconds: float = math.nan
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+
+@dataclass
+class Cell:
+    """One load measurement and what the server did meanwhile."""
+
+    server: str
+    endpoint: str
+    rows: int
+    concurrency: int
+    result: dict
+    server_cpu: float  # CPU seconds of the server's processes during the load (warm-up included)
+    wall: float
+    batches: dict = field(default_factory=dict)
+
+
+_running: list[Server] = []
+
+
+def start_server(name: str, argv: list[str], env: dict, cwd: Path, port: int, ready: str) -> Server:
+    """Start ``argv`` and wait for ``GET ready`` to answer 200; returns the running server."""
+    log = cwd / f"{name}-{port}.log"
+    with open(log, "ab") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    server = Server(name, proc, port, ready, log)
+    _running.append(server)
+    deadline = start + READY_TIMEOUT
+    while time.perf_counter() < deadline:
+        if proc.poll() is not None:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+            raise RuntimeError(f"{name} exited with {proc.returncode} before it was ready:\n{tail}")
+        try:
+            with urllib.request.urlopen(server.url + ready, timeout=1) as resp:
+                if resp.status == 200:
+                    server.ready_seconds = time.perf_counter() - start
+                    return server
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.01)
+    raise RuntimeError(f"{name} was not ready after {READY_TIMEOUT:.0f} s; see {log}")
+
+
+def stop_server(server: Server) -> None:
+    """SIGTERM to the server's process group (its own pid), SIGKILL after a grace period."""
+    pid = server.proc.pid
+    try:
+        if server.proc.poll() is None:
+            _signal_group(pid, signal.SIGTERM)
+            try:
+                server.proc.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                _signal_group(pid, signal.SIGKILL)
+                server.proc.wait(STOP_GRACE)
+        # Children (MLflow's uvicorn) may outlive their parent: the group still has our pid.
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        while _group_pids(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _group_pids(pid):
+            _signal_group(pid, signal.SIGKILL)
+    finally:
+        if server in _running:
+            _running.remove(server)
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _proc_stat(pid: str) -> tuple[int, float] | None:
+    """``(process group, CPU seconds)`` of a live process, from /proc."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[2]), (int(fields[11]) + int(fields[12])) / ticks
+
+
+def _group_pids(pgid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _proc_stat(entry)
+            if stat is not None and stat[0] == pgid:
+                pids.append(int(entry))
+    return pids
+
+
+def group_cpu(pgid: int) -> float:
+    """CPU seconds (user + system) of the live processes in ``pgid``."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _proc_stat(entry)
+            if stat is not None and stat[0] == pgid:
+                total += stat[1]
+    return total
+
+
+@contextlib.contextmanager
+def stop_on_exit() -> Iterator[None]:
+    """Stop every server still running when the block ends, whatever happened (SIGTERM too)."""
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        for server in list(_running):
+            stop_server(server)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def http_json(url: str, body: dict | None = None, timeout: float = 30) -> tuple[int, object]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
+    req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+            status = resp.status
+    except urllib.error.HTTPError as exc:
+        raw, status = exc.read(), exc.code
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode("utf-8", "replace")
+
+
+# -- payloads and checks ------------------------------------------------------------------------
+
+
+def records_of(frame) -> list[dict]:
+    return json.loads(frame.to_json(orient="records"))
+
+
+def split_of(frame) -> dict:
+    split = json.loads(frame.to_json(orient="split", index=False))
+    return {"columns": split["columns"], "data": split["data"]}
+
+
+def nbmlops_body(frame) -> dict:
+    return {"records": records_of(frame)}
+
+
+def mlflow_body(frame) -> dict:
+    return {"dataframe_split": split_of(frame)}
+
+
+def answers_from_nbmlops(payload: dict) -> list[dict]:
+    """``/predict`` answers as ``{"prediction", "proba_<label>"...}`` rows."""
+    rows = []
+    for item in payload["predictions"]:
+        row = {"prediction": item["prediction"]}
+        row.update({f"proba_{k}": v for k, v in item.get("proba", {}).items()})
+        rows.append(row)
+    return rows
+
+
+def answers_from_mlflow(payload) -> list[dict]:
+    """``/invocations`` answers (MLflow's, and nbmlops' MLflow-compatible ones)."""
+    predictions = payload["predictions"] if isinstance(payload, dict) else payload
+    return [dict(p) for p in predictions]
+
+
+def check_agreement(name: str, answers: list[dict], expected) -> None:
+    """``answers`` must match ``expected`` (``LoadedModel.predict`` output) row by row."""
+    if len(answers) != len(expected):
+        raise RuntimeError(f"{name}: {len(answers)} answers for {len(expected)} rows")
+    for i, (answer, (_, want)) in enumerate(zip(answers, expected.iterrows(), strict=True)):
+        if str(answer["prediction"]) != str(want["prediction"]):
+            raise RuntimeError(
+                f"{name}: row {i} predicted {answer['prediction']!r}, "
+                f"nbmlops.load(...).predict says {want['prediction']!r}"
+            )
+        for column in expected.columns:
+            if column.startswith("proba_"):
+                got = answer.get(column)
+                if got is None or not math.isclose(got, want[column], abs_tol=1e-9):
+                    raise RuntimeError(
+                        f"{name}: row {i} {column} = {got!r}, expected {want[column]!r}"
+                    )
+
+
+def verify(server: Server, path: str, body: dict, parse, expected) -> list[dict]:
+    status, payload = http_json(server.url + path, body)
+    if status != 200:
+        raise RuntimeError(f"{server.name} {path} answered {status}: {payload}")
+    answers = parse(payload)
+    check_agreement(f"{server.name} {path}", answers, expected)
+    return answers
+
+
+# -- measurements -------------------------------------------------------------------------------
+
+
+def raw_predict_floor(model, frame, calls: int) -> dict:
+    """Median and p99 ms of ``model.predict(frame)`` in this process, after a warm-up."""
+    for _ in range(20):
+        model.predict(frame)
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        model.predict(frame)
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return {
+        "calls": calls,
+        "median_ms": statistics.median(times),
+        "p99_ms": times[max(0, math.ceil(0.99 * calls) - 1)],
+        "min_ms": times[0],
+    }
+
+
+_METRIC = re.compile(r"^(nbmlops_[a-z_]+?)(?:\{([^}]*)\})? ([0-9.eE+-]+|NaN)$")
+
+
+def nbmlops_counters(server: Server) -> dict[str, float]:
+    """Sums and counts from the nbmlops server's /metrics (batches, model time, requests)."""
+    with urllib.request.urlopen(server.url + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    wanted = {}
+    for line in text.splitlines():
+        match = _METRIC.match(line)
+        if not match:
+            continue
+        name, labels, value = match.groups()
+        if name.endswith(("_sum", "_count")) and "le=" not in (labels or ""):
+            key = name + (f"{{{labels}}}" if labels else "")
+            wanted[key] = float(value)
+    return wanted
+
+
+def batch_summary(before: dict, after: dict) -> dict:
+    def delta(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    batches = delta("nbmlops_batch_rows_count")
+    if not batches:
+        return {}
+    return {
+        "batches": batches,
+        "rows_per_batch": delta("nbmlops_batch_rows_sum") / batches,
+        "model_ms_per_batch": delta("nbmlops_model_duration_seconds_sum") / batches * 1000,
+    }
+
+
+def run_load(
+    server: Server,
+    path: str,
+    body_file: Path,
+    rows: int,
+    concurrency: int,
+    args: argparse.Namespace,
+) -> Cell:
+    argv = [
+        sys.executable,
+        str(LOADGEN),
+        "--host",
+        HOST,
+        "--port",
+        str(server.port),
+        "--path",
+        path,
+        "--body",
+        str(body_file),
+        "--concurrency",
+        str(concurrency),
+        "--seconds",
+        str(args.seconds),
+        "--warmup",
+        str(args.warmup),
+        "--expect-rows",
+        str(rows),
+    ]
+    is_nbmlops = server.name == "nbmlops"
+    before = nbmlops_counters(server) if is_nbmlops else {}
+    cpu0 = group_cpu(server.proc.pid)
+    wall0 = time.perf_counter()
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=args.warmup + args.seconds + 120
+    )
+    wall = time.perf_counter() - wall0
+    cpu = group_cpu(server.proc.pid) - cpu0
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    result = json.loads(done.stdout)
+    batches = batch_summary(before, nbmlops_counters(server)) if is_nbmlops else {}
+    cell = Cell(server.name, path, rows, concurrency, result, cpu, wall, batches)
+    extra = (
+        f", {batches['rows_per_batch']:.1f} rows/batch, "
+        f"{batches['model_ms_per_batch']:.2f} ms model/batch"
+        if batches
+        else ""
+    )
+    print(
+        f"  {server.name:8s} {path:12s} rows={rows:<3d} c={concurrency:<2d} "
+        f"{result['rps']:8.1f} req/s  p50 {result['p50_ms']:7.2f} ms  p99 "
+        f"{result['p99_ms']:7.2f} ms  errors {result['errors']} {result['statuses'] or ''}  "
+        f"server CPU {cpu / wall:.0%}  loadgen CPU {result['cpu_seconds'] / wall:.0%}{extra}",
+        flush=True,
+    )
+    return cell
+
+
+# -- reporting ----------------------------------------------------------------------------------
+
+
+def machine_info(args: argparse.Namespace) -> list[str]:
+    versions = []
+    for name in VERSIONS_OF:
+        try:
+            versions.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return [
+        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- machine: {platform.platform()}, {os.cpu_count()} cores "
+        f"({bench_package.cpu_model()}); load generator, servers and benchmark share them",
+        f"- python: {platform.python_version()} ({sys.executable})",
+        f"- packages: {', '.join(versions)}",
+        f"- nbmlops commit: {bench_package.git_commit()}",
+        f"- load average (1 min) at start / end: {args.load_start:.2f} / "
+        f"{os.getloadavg()[0]:.2f} (other work on the machine makes the numbers noisier)",
+        f"- model: `make_churn({args.rows:,})`, 80/20 split, ColumnTransformer(OneHotEncoder + "
+        "SimpleImputer) + LogisticRegression, `featurize` as preprocessing; requests are rows "
+        "of the held-out split (the 1-row request has no missing values, the 100-row one has "
+        "some)",
+        f"- load: {args.warmup:g} s warm-up then {args.seconds:g} s measured per cell, "
+        "closed loop (concurrency = requests in flight, each on its own keep-alive connection)",
+    ]
+
+
+def fmt(value: float, digits: int = 2) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def verdict(ok: bool) -> str:
+    return "**met**" if ok else "**NOT met**"
+
+
+def render(
+    args: argparse.Namespace,
+    cells: list[Cell],
+    floors: dict[int, dict],
+    ready: dict[str, list[float]],
+) -> tuple[str, dict[str, bool]]:
+    by_key = {(c.server, c.endpoint, c.rows, c.concurrency): c for c in cells}
+
+    def mlflow_rps(rows: int, concurrency: int) -> float:
+        cell = by_key.get(("MLflow", "/invocations", rows, concurrency))
+        return cell.result["rps"] if cell else math.nan
+
+    def ratio(rps: float, rows: int, concurrency: int) -> str:
+        base = mlflow_rps(rows, concurrency)
+        return "n/a" if not base or math.isnan(base) else f"{rps / base:.2f}x"
+
+    labels = {
+        ("nbmlops", "/predict"): "nbmlops `POST /predict` (`records`)",
+        ("nbmlops", "/invocations"): "nbmlops `POST /invocations` (`dataframe_split`), cross-check",
+        ("MLflow", "/invocations"): "MLflow `POST /invocations` (`dataframe_split`)",
+    }
+    lines = [
+        "| server | rows/request | concurrency | req/s | p50 ms | p99 ms | errors | "
+        "req/s vs MLflow | server CPU | load-gen CPU |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    order = sorted(
+        cells,
+        key=lambda c: (c.rows, c.concurrency, {"nbmlops": 0, "MLflow": 1}[c.server], c.endpoint),
+    )
+    for c in order:
+        r = c.result
+        errors = str(r["errors"]) + (f" {r['statuses']}" if r["statuses"] else "")
+        lines.append(
+            f"| {labels[(c.server, c.endpoint)]} | {c.rows} | {c.concurrency} | "
+            f"{fmt(r['rps'], 1)} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | {errors} | "
+            f"{ratio(r['rps'], c.rows, c.concurrency)} | {c.server_cpu / c.wall:.0%} | "
+            f"{r['cpu_seconds'] / c.wall:.0%} |"
+        )
+    for rows, floor in floors.items():
+        rate = 1000 / floor["median_ms"]
+        lines.append(
+            f"| raw `nbmlops.load(...).predict(frame)` in-process (floor; median of "
+            f"{floor['calls']} calls) | {rows} | 1 | {fmt(rate, 1)} | {fmt(floor['median_ms'])} | "
+            f"{fmt(floor['p99_ms'])} | 0 | {ratio(rate, rows, 1)} | - | - |"
+        )
+
+    nb_ready = statistics.median(ready["nbmlops"])
+    ml_ready = statistics.median(ready["MLflow"])
+    lines += [
+        "",
+        "Start to ready (from `Popen` of the command to the first 200 from its readiness "
+        f"endpoint; median of {len(ready['nbmlops'])} starts each):",
+        "",
+        "| server | command | ready endpoint | median s | min s | max s | vs MLflow |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+        f"| nbmlops | `nbmlops serve churn --port P` | `GET /ready` | {fmt(nb_ready)} | "
+        f"{fmt(min(ready['nbmlops']))} | {fmt(max(ready['nbmlops']))} | "
+        f"{nb_ready / ml_ready:.2f}x |",
+        f"| MLflow | `mlflow models serve -m <artifact> --env-manager local --port P "
+        f"--host 127.0.0.1` | `GET /ping` | {fmt(ml_ready)} | {fmt(min(ready['MLflow']))} | "
+        f"{fmt(max(ready['MLflow']))} | 1.00x |",
+    ]
+
+    nb1 = by_key[("nbmlops", "/predict", 1, 16)].result["rps"]
+    ml1 = mlflow_rps(1, 16)
+    throughput_ok = nb1 >= TARGET_THROUGHPUT * ml1
+    p50_gaps = {
+        rows: by_key[("nbmlops", "/predict", rows, 1)].result["p50_ms"] - floors[rows]["median_ms"]
+        for rows in floors
+    }
+    total_errors = sum(c.result["errors"] for c in cells)
+    targets = {
+        "throughput": throughput_ok,
+        "p50": p50_gaps[1] <= TARGET_P50_MS,
+        "p50_100": p50_gaps.get(100, math.inf) <= TARGET_P50_MS,
+        "ready": nb_ready <= TARGET_READY_S,
+        "errors": total_errors == 0,
+    }
+    lines += [
+        "",
+        "Targets from the issue:",
+        "",
+        f"- at least {TARGET_THROUGHPUT:g}x MLflow's throughput on 1-row requests at concurrency "
+        f"16: {verdict(targets['throughput'])} ({fmt(nb1, 1)} vs {fmt(ml1, 1)} req/s, "
+        f"{nb1 / ml1:.2f}x)",
+        f"- p50 at concurrency 1 within {TARGET_P50_MS:g} ms of the raw predict, 1-row requests: "
+        f"{verdict(targets['p50'])} (p50 "
+        f"{fmt(by_key[('nbmlops', '/predict', 1, 1)].result['p50_ms'])} ms vs raw "
+        f"{fmt(floors[1]['median_ms'])} ms: +{fmt(p50_gaps[1])} ms)",
+    ]
+    if 100 in floors:
+        lines.append(
+            f"- the same for 100-row requests (not the issue's wording, for reference): "
+            f"{verdict(targets['p50_100'])} (p50 "
+            f"{fmt(by_key[('nbmlops', '/predict', 100, 1)].result['p50_ms'])} ms vs raw "
+            f"{fmt(floors[100]['median_ms'])} ms: +{fmt(p50_gaps[100])} ms)"
+        )
+    lines += [
+        f"- ready within {TARGET_READY_S:g} s of start: {verdict(targets['ready'])} "
+        f"(median {fmt(nb_ready)} s; MLflow {fmt(ml_ready)} s)",
+        f"- no answer other than 200 under load: {verdict(targets['errors'])} "
+        f"({total_errors} errors in {sum(c.result['requests'] for c in cells):,} requests)",
+    ]
+
+    batch_lines = [
+        f"| {c.endpoint} | {c.rows} | {c.concurrency} | {fmt(c.batches['rows_per_batch'], 1)} | "
+        f"{fmt(c.batches['model_ms_per_batch'])} | {fmt(c.result['mean_ms'])} |"
+        for c in order
+        if c.batches
+    ]
+    if batch_lines:
+        lines += [
+            "",
+            "nbmlops micro-batching during the load (from its `/metrics`; model time is the "
+            "artifact's preprocessing + estimator per batch, the rest of a request's latency is "
+            "HTTP, JSON, validation, answers and the prediction log):",
+            "",
+            "| endpoint | rows/request | concurrency | rows per batch | model ms per batch | "
+            "mean latency ms |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            *batch_lines,
+        ]
+    lines += ["", "Machine:", "", *machine_info(args)]
+    return "\n".join(lines) + "\n", targets
+
+
+def write_readme(section: str) -> None:
+    """Replace the text between the bench_serving markers; add the section if it is missing."""
+    block = f"{START}\n{section}{END}\n"
+    text = README.read_text() if README.exists() else bench_package.README_INTRO
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        tail = rest.split(END, 1)[1].removeprefix("\n")
+        README.write_text(head + block + tail)
+    else:
+        README.write_text(text.rstrip("\n") + "\n\n" + SECTION_INTRO + block)
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def build_pipeline():
+    """ColumnTransformer(OneHotEncoder + SimpleImputer) then LogisticRegression."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    return make_pipeline(
+        ColumnTransformer(
+            [
+                ("cat", OneHotEncoder(handle_unknown="ignore"), pipeline.CATEGORICAL),
+                ("num", SimpleImputer(strategy="median"), pipeline.NUMERIC),
+            ]
+        ),
+        LogisticRegression(max_iter=1000),
+    )
+
+
+def server_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in bench_package.STORE_VARIABLES}
+    env["NBMLOPS_HOME"] = str(home)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def stop_spare_parity_process() -> None:
+    """``nbmlops.package`` leaves a warm parity process for the next packaging; it imports
+    pandas and scikit-learn in the background, which would disturb the measurements."""
+    from nbmlops import parity
+
+    spare, parity._spare = parity._spare, None  # noqa: SLF001 - a benchmark, not the API
+    if spare is not None:
+        spare.close()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="measured seconds per cell (10)"
+    )
+    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per cell (1)")
+    parser.add_argument("--starts", type=int, default=3, help="starts of each server timed (3)")
+    parser.add_argument("--rows", type=int, default=20_000, help="rows of make_churn (20,000)")
+    parser.add_argument(
+        "--no-readme", action="store_true", help="print only; leave benchmarks/README.md alone"
+    )
+    args = parser.parse_args(argv)
+    if args.seconds <= 0 or args.warmup < 0 or args.starts < 1 or args.rows < 1000:
+        parser.error("--seconds > 0, --warmup >= 0, --starts >= 1 and --rows >= 1000")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.load_start = os.getloadavg()[0]
+    bench_package.quiet_libraries()
+    import nbmlops
+    from nbmlops.config import Settings
+    from nbmlops.service import free_port
+
+    bin_dir = Path(sys.executable).parent
+    with (
+        tempfile.TemporaryDirectory(prefix="nbmlops-bench-serving-") as tmp_dir,
+        stop_on_exit(),
+    ):
+        tmp = Path(tmp_dir)
+        home = tmp / ".nbmlops"
+        settings = Settings.from_env({"NBMLOPS_HOME": str(home)})
+        env = server_env(home)
+
+        data = pipeline.churn_split(args.rows)
+        clf = build_pipeline().fit(pipeline.featurize(data.X_train), data.y_train)
+        version = nbmlops.package(
+            MODEL,
+            clf,
+            data.X_train,
+            target=data.y_train,
+            preprocess=[pipeline.featurize],
+            eval=(data.X_test, data.y_test),
+            settings=settings,
+        )
+        stop_spare_parity_process()
+        model = nbmlops.load(MODEL, settings=settings)
+        print(f"packaged {version.ref} at {model.path} (parity {version.parity.describe()})")
+
+        complete = data.X_test[data.X_test.notna().all(axis=1)]
+        frames = {1: complete.iloc[:1], 100: data.X_test.iloc[:100]}
+        check_rows = data.X_test.iloc[:10]  # some missing values among them
+        expected = model.predict(check_rows)
+        bodies: dict[tuple[str, int], Path] = {}
+        for rows, frame in frames.items():
+            for kind, make in (("records", nbmlops_body), ("split", mlflow_body)):
+                path = tmp / f"{kind}-{rows}.json"
+                path.write_text(json.dumps(make(frame), separators=(",", ":")))
+                bodies[(kind, rows)] = path
+
+        floors = {
+            rows: raw_predict_floor(model, frame, calls=500 if rows == 1 else 200)
+            for rows, frame in frames.items()
+        }
+        for rows, floor in floors.items():
+            print(
+                f"raw predict, {rows} rows: median {floor['median_ms']:.3f} ms, "
+                f"p99 {floor['p99_ms']:.3f} ms"
+            )
+
+        commands = {
+            "nbmlops": (lambda port: [str(bin_dir / "nbmlops"), "serve", MODEL, "--port", port]),
+            "MLflow": (
+                lambda port: [
+                    str(bin_dir / "mlflow"),
+                    "models",
+                    "serve",
+                    "-m",
+                    str(model.path),
+                    "--env-manager",
+                    "local",
+                    "--port",
+                    port,
+                    "--host",
+                    HOST,
+                ]
+            ),
+        }
+        ready_paths = {"nbmlops": "/ready", "MLflow": "/ping"}
+        plans = {
+            "nbmlops": [
+                *[
+                    ("/predict", "records", rows, c)
+                    for rows in ROW_COUNTS
+                    for c in CONCURRENCIES
+                ],
+                ("/invocations", "split", 1, 16),
+            ],
+            "MLflow": [
+                ("/invocations", "split", rows, c) for rows in ROW_COUNTS for c in CONCURRENCIES
+            ],
+        }
+        ready: dict[str, list[float]] = {}
+        answers: dict[str, list[dict]] = {}
+        cells: list[Cell] = []
+        for name in ("nbmlops", "MLflow"):
+            ready[name] = []
+            server = None
+            for attempt in range(args.starts):
+                port = free_port(HOST)
+                server = start_server(
+                    name, commands[name](str(port)), env, tmp, port, ready_paths[name]
+                )
+                ready[name].append(server.ready_seconds)
+                print(f"{name} start {attempt + 1}: ready in {server.ready_seconds:.2f} s")
+                if attempt < args.starts - 1:
+                    stop_server(server)
+            assert server is not None
+            try:
+                if name == "nbmlops":
+                    answers[name] = verify(
+                        server, "/predict", nbmlops_body(check_rows), answers_from_nbmlops, expected
+                    )
+                    verify(
+                        server,
+                        "/invocations",
+                        mlflow_body(check_rows),
+                        answers_from_mlflow,
+                        expected,
+                    )
+                else:
+                    answers[name] = verify(
+                        server,
+                        "/invocations",
+                        mlflow_body(check_rows),
+                        answers_from_mlflow,
+                        expected,
+                    )
+                print(f"{name}: {len(check_rows)} rows agree with nbmlops.load(...).predict")
+                for endpoint, kind, rows, concurrency in plans[name]:
+                    cells.append(
+                        run_load(server, endpoint, bodies[(kind, rows)], rows, concurrency, args)
+                    )
+            finally:
+                stop_server(server)
+        check_agreement("nbmlops vs MLflow", answers["nbmlops"], expected)
+        for a, b in zip(answers["nbmlops"], answers["MLflow"], strict=True):
+            if str(a["prediction"]) != str(b["prediction"]):
+                raise RuntimeError(f"the servers disagree: {a} vs {b}")
+
+    section, targets = render(args, cells, floors, ready)
+    print()
+    print(section)
+    if not args.no_readme:
+        write_readme(section)
+        print(f"wrote {README.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
