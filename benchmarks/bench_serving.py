@@ -309,7 +309,8 @@ def check_agreement(name: str, answers: list[dict], expected) -> None:
     """``answers`` must match ``expected`` (``LoadedModel.predict`` output) row by row."""
     if len(answers) != len(expected):
         raise RuntimeError(f"{name}: {len(answers)} answers for {len(expected)} rows")
-    for i, (answer, (_, want)) in enumerate(zip(answers, expected.iterrows(), strict=True)):
+    wanted = expected.to_dict(orient="records")  # not iterrows(): it makes every value a float
+    for i, (answer, want) in enumerate(zip(answers, wanted, strict=True)):
         if str(answer["prediction"]) != str(want["prediction"]):
             raise RuntimeError(
                 f"{name}: row {i} predicted {answer['prediction']!r}, "
@@ -645,6 +646,9 @@ def build_pipeline():
 def server_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in bench_package.STORE_VARIABLES}
     env["NBMLOPS_HOME"] = str(home)
+    # As in an activated virtualenv: `mlflow models serve` runs `uvicorn` found on PATH.
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([bin_dir, *[p for p in env.get("PATH", "").split(os.pathsep) if p]])
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -12,10 +12,13 @@ from nbmlops.errors import (
     NbmlopsError,
     ParityError,
     RegistryError,
+    ServingError,
     UsageError,
+    ValidationError,
 )
 from nbmlops.model import LoadedModel, load
 from nbmlops.packaging import PackagedVersion, package
+from nbmlops.service import ServerHandle, serve
 
 __version__ = "0.1.0"
 
@@ -29,10 +32,14 @@ __all__ = [
     "PackagedVersion",
     "ParityError",
     "RegistryError",
+    "ServerHandle",
+    "ServingError",
     "UsageError",
+    "ValidationError",
     "load",
     "load_ipython_extension",
     "package",
+    "serve",
 ]
 
 

@@ -500,8 +500,18 @@ def _record_path(directory: Path, port: int) -> Path:
 
 def _example_record(config: ServerConfig) -> dict:
     """One plausible record from the training sample, for the curl example."""
-    profile = json.loads((Path(config.artifact) / "profile.json").read_text())
-    return {c["name"]: (c["sample"][0] if c["sample"] else None) for c in profile["columns"]}
+    root = Path(config.artifact)
+    profile = json.loads((root / "profile.json").read_text())
+    dtypes = {
+        c["name"]: c["dtype"] for c in json.loads((root / "schema.json").read_text())["columns"]
+    }
+    example = {}
+    for column in profile["columns"]:
+        value = column["sample"][0] if column["sample"] else None
+        if value is not None and dtypes[column["name"]].startswith("int"):
+            value = int(value)
+        example[column["name"]] = value
+    return example
 
 
 def _json_or_text(raw: bytes):

@@ -20,10 +20,14 @@ EXPECTED_EXPORTS = {
     "PackagedVersion",
     "ParityError",
     "RegistryError",
+    "ServerHandle",
+    "ServingError",
     "UsageError",
+    "ValidationError",
     "load",
     "load_ipython_extension",
     "package",
+    "serve",
 }
 
 

@@ -281,6 +281,7 @@ HELP_PATHS = [
     ("models", "promote"),
     ("models", "rollback"),
     ("models", "archive"),
+    ("serve",),
     ("demo",),
 ]
 

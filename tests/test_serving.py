@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -284,3 +285,33 @@ def test_cli_serve_runs_in_the_foreground_and_stops_gracefully(store):
     assert proc.returncode == 0, err
     assert f"Serving churn v1 at {url}" in out
     assert log_counts(store)["ok"] - before == 5
+
+
+def test_kill_9_loses_no_answered_prediction(store):
+    handle = serve("churn", settings=store)
+    answered: list[str] = []
+    stop = threading.Event()
+
+    def hammer():
+        with httpx.Client(base_url=handle.url, timeout=10) as http:
+            while not stop.is_set():
+                try:
+                    reply = http.post("/predict", json={"records": records(rows(2))})
+                except httpx.TransportError:
+                    return
+                answered.extend(p["id"] for p in reply.json()["predictions"])
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    os.kill(handle.pid, signal.SIGKILL)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(answered) > 50
+    log = PredictionLog(store.home / "predictions.db")
+    logged = set(log.frame("churn")["id"])
+    log.close()
+    missing = [i for i in answered if i not in logged]
+    assert missing == [], f"{len(missing)} answered predictions are not in the log"
