@@ -124,10 +124,10 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     if not args.model:
         raise UsageError("serve needs a MODEL (e.g. churn@production), --list or --stop")
-    settings = Settings.from_env()
-    config = service.build_config(
+    return service.serve_foreground(
         args.model,
-        settings=settings,
+        Settings.from_env(),
+        workers=args.workers,
         host=args.host,
         port=args.port,
         token=args.token,
@@ -136,10 +136,6 @@ def _serve(args: argparse.Namespace) -> int:
         max_records=args.max_records,
         max_body_bytes=args.max_body_bytes,
     )
-    with service.foreground_record(config, settings) as handle:
-        print(f"{handle!r}\nCtrl-C stops it.", flush=True)
-        service.run(config, workers=args.workers)
-    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -144,9 +144,12 @@ def fresh_process(modules: tuple[str, ...] = ()) -> FreshProcess:
 
 
 @atexit.register
-def _stop_spare() -> None:
-    if _spare is not None:
-        _spare.close()
+def stop_spare() -> None:
+    """Stop the spare process, if any (the next packaging then starts a new one)."""
+    global _spare
+    spare, _spare = _spare, None
+    if spare is not None:
+        spare.close()
 
 
 def estimator_modules(estimator) -> tuple[str, ...]:

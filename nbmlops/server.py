@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import gc
 import io
+import itertools
 import json
 import math
 import time
@@ -79,8 +81,7 @@ class HTTPProblem(Exception):
 
 @dataclass
 class _Job:
-    frame: pd.DataFrame
-    records: list
+    records: list[dict]
     endpoint: str
     started: float
     future: asyncio.Future
@@ -110,20 +111,20 @@ class MicroBatcher:
             self._task.cancel()
         self._executor.shutdown(wait=True)
 
-    async def submit(self, frame: pd.DataFrame, records: list, endpoint: str, started: float):
+    async def submit(self, records: list[dict], endpoint: str, started: float):
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Job(frame, records, endpoint, started, future))
+        await self._queue.put(_Job(records, endpoint, started, future))
         return await future
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             jobs = [await self._queue.get()]
-            rows = len(jobs[0].frame)
+            rows = len(jobs[0].records)
             while rows < self._max_rows and not self._queue.empty():
                 job = self._queue.get_nowait()
                 jobs.append(job)
-                rows += len(job.frame)
+                rows += len(job.records)
             try:
                 results = await loop.run_in_executor(self._executor, self._score, jobs)
             except Exception as exc:  # noqa: BLE001 - every waiting request gets the failure
@@ -150,51 +151,68 @@ class Service:
         self.metrics = ServerMetrics(config.name, config.version, self.schema, self.files.profile)
         self.batcher = MicroBatcher(self._score, config.max_batch_rows)
         self.classes = list(self.schema.classes) if self.schema.classes is not None else None
+        self._id_prefix = uuid.uuid4().hex[:8]
+        self._id_counter = itertools.count(int(time.time() * 1000) << 16)
 
     def _score(self, jobs: list[_Job]) -> list[list[dict]]:
-        """Run one batch through the model and log it; runs in the model thread."""
-        frame = jobs[0].frame if len(jobs) == 1 else pd.concat([j.frame for j in jobs])
+        """Run one batch through the model and log it; runs in the model thread.
+
+        The log is committed before any answer is released: an answered prediction is logged.
+        """
+        records = jobs[0].records if len(jobs) == 1 else [r for j in jobs for r in j.records]
         start = time.perf_counter()
         try:
-            outputs = self.predictor.predict(frame.reset_index(drop=True))
+            outputs = self.predictor.predict(self.validator.build(records))
         except Exception as exc:
-            self._log_failure(jobs, f"{type(exc).__name__}: {exc}")
-            raise ModelFailure(
-                f"the model failed on this input: {type(exc).__name__}: {exc}"
-            ) from exc
-        model_ms = (time.perf_counter() - start) * 1000
+            error = f"{type(exc).__name__}: {exc}"
+            self.log.write(
+                [
+                    self._record(j.endpoint, ERROR, None, r, error=error)
+                    for j in jobs
+                    for r in j.records
+                ]
+            )
+            raise ModelFailure(f"the model failed on this input: {error}") from exc
+        model_seconds = time.perf_counter() - start
         answers = self._answers(outputs)
-        now = time.time()
         done = time.perf_counter()
-        records, results, offset = [], [], 0
+        log, results, offset = [], [], 0
         for job in jobs:
             latency = (done - job.started) * 1000
-            chunk = answers[offset : offset + len(job.frame)]
+            chunk = answers[offset : offset + len(job.records)]
             for record, answer in zip(job.records, chunk, strict=True):
                 outputs_row = {k: v for k, v in answer.items() if k != "id"}
-                records.append(
-                    LogRecord(
-                        answer["id"],
-                        now,
-                        self.config.name,
-                        self.config.version,
-                        PRIMARY,
-                        job.endpoint,
-                        OK,
-                        latency,
-                        record,
-                        outputs_row,
-                    )
+                log.append(
+                    self._record(job.endpoint, OK, latency, record, outputs_row, id=answer["id"])
                 )
             results.append(chunk)
-            offset += len(job.frame)
-        self.log.write(records)
-        self.metrics.observe_batch(len(frame), model_ms / 1000, outputs)
+            offset += len(job.records)
+        self.log.write(log)
+        self.metrics.observe_batch(len(records), model_seconds, outputs)
         return results
+
+    def _record(self, endpoint, status, latency, inputs, outputs=None, error=None, id=None):  # noqa: A002
+        return LogRecord(
+            id or self.new_id(),
+            time.time(),
+            self.config.name,
+            self.config.version,
+            PRIMARY,
+            endpoint,
+            status,
+            latency,
+            inputs,
+            outputs,
+            error,
+        )
+
+    def new_id(self) -> str:
+        """A prediction id: unique across processes, increasing within one (cheap to index)."""
+        return f"{self._id_prefix}{next(self._id_counter):012x}"
 
     def _answers(self, outputs: pd.DataFrame) -> list[dict]:
         predictions = [_plain(v) for v in outputs["prediction"].tolist()]
-        ids = [uuid.uuid4().hex for _ in predictions]
+        ids = [self.new_id() for _ in predictions]
         if self.classes is None or outputs.shape[1] == 1:
             return [{"id": i, "prediction": p} for i, p in zip(ids, predictions, strict=True)]
         proba = outputs.iloc[:, 1:].to_numpy(dtype=float).round(12).tolist()
@@ -204,46 +222,11 @@ class Service:
             for i, p, row in zip(ids, predictions, proba, strict=True)
         ]
 
-    def _log_failure(self, jobs: list[_Job], error: str) -> None:
-        now = time.time()
-        self.log.write(
-            [
-                LogRecord(
-                    uuid.uuid4().hex,
-                    now,
-                    self.config.name,
-                    self.config.version,
-                    PRIMARY,
-                    job.endpoint,
-                    ERROR,
-                    None,
-                    record,
-                    None,
-                    error,
-                )
-                for job in jobs
-                for record in job.records
-            ]
-        )
-
     def log_rejection(self, endpoint: str, body: bytes, problem: HTTPProblem, started: float):
-        self.log.write(
-            [
-                LogRecord(
-                    uuid.uuid4().hex,
-                    time.time(),
-                    self.config.name,
-                    self.config.version,
-                    PRIMARY,
-                    endpoint,
-                    REJECTED,
-                    (time.perf_counter() - started) * 1000,
-                    body[:4096].decode("utf-8", "replace"),
-                    None,
-                    problem.message + "".join(f"; {p.to_dict()}" for p in problem.problems[:5]),
-                )
-            ]
-        )
+        latency = (time.perf_counter() - started) * 1000
+        inputs = body[:4096].decode("utf-8", "replace")
+        error = problem.message + "".join(f"; {p.to_dict()}" for p in problem.problems[:5])
+        self.log.write([self._record(endpoint, REJECTED, latency, inputs, error=error)])
 
     async def predict_records(self, records, endpoint: str, started: float) -> list[dict]:
         if isinstance(records, list) and len(records) > self.config.max_records:
@@ -253,11 +236,11 @@ class Service:
                 "Split the request.",
             )
         try:
-            frame = self.validator.frame(records)
+            self.validator.check(records)
         except ValidationError as exc:
             raise HTTPProblem(422, "invalid input: nothing was predicted", exc.problems) from None
-        self.metrics.records_accepted(len(frame))
-        return await self.batcher.submit(frame, records, endpoint, started)
+        self.metrics.records_accepted(len(records))
+        return await self.batcher.submit(records, endpoint, started)
 
 
 class ModelFailure(Exception):
@@ -273,6 +256,10 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def lifespan(app: FastAPI):
         service = Service(config)
         service.batcher.start()
+        # Loading leaves many long-lived objects; freezing them keeps full garbage collections
+        # (pauses of 100+ ms under load) from scanning them again and again.
+        gc.collect()
+        gc.freeze()
         state["service"] = service
         yield
         await service.batcher.stop()

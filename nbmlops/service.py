@@ -222,9 +222,7 @@ def serve(
 ) -> ServerHandle:
     """Start a prediction server for ``model`` in its own process and wait until it is ready."""
     settings = settings or Settings.from_env()
-    config = build_config(
-        model,
-        settings=settings,
+    options = dict(
         host=host,
         port=port,
         token=token,
@@ -233,31 +231,63 @@ def serve(
         max_records=max_records,
         max_body_bytes=max_body_bytes,
     )
+    handle, proc = _start(model, settings, workers, os.getpid(), options, background=True)
+    _wait_ready(handle, proc, timeout)
+    _record_path(_servers_dir(settings), handle.port).write_text(json.dumps(handle.__dict__))
+    _started.append(handle)
+    return handle
+
+
+def serve_foreground(model: str, settings: Settings, workers: int = 1, **options) -> int:
+    """``nbmlops serve``: run a server until Ctrl-C or SIGTERM; returns its exit code."""
+    handle, proc = _start(model, settings, workers, os.getpid(), options, background=False)
+    record = _record_path(_servers_dir(settings), handle.port)
+
+    def forward(signum, frame):
+        _signal(proc.pid, signal.SIGTERM)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _wait_ready(handle, proc, READY_TIMEOUT)
+        record.write_text(json.dumps(handle.__dict__))
+        print(f"{handle!r}\nCtrl-C stops it.", flush=True)
+        return proc.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        record.unlink(missing_ok=True)
+        if proc.poll() is None:
+            _terminate(proc.pid)
+
+
+def _start(model, settings, workers, parent_pid, options, background):
+    """Spawn the server process first (it imports its libraries meanwhile), then resolve the
+    model in the registry and hand the process its configuration."""
     servers = _servers_dir(settings)
-    for handle in list_servers(settings):
-        if handle.port == config.port:
-            raise UsageError(
-                f"port {config.port} is already serving {handle.model} v{handle.version}; "
-                f"pick another --port or stop it with %mlops_serve --stop {config.port}"
-            )
-    config_file = servers / f"{config.port}.config.json"
-    config_file.write_text(config.to_json())
-    log_file = servers / f"{config.port}.log"
+    log_file = servers / f"server-{time.time_ns()}.log"
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "nbmlops.service",
-                str(config_file),
-                str(workers),
-                str(os.getpid()),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "nbmlops.service", str(workers), str(parent_pid or 0)],
+            stdin=subprocess.PIPE,
+            stdout=log if background else None,
+            stderr=subprocess.STDOUT if background else None,
             start_new_session=True,
         )
+    try:
+        config = build_config(model, settings=settings, **options)
+        for running in list_servers(settings):
+            if running.port == config.port:
+                raise UsageError(
+                    f"port {config.port} is already serving {running.model} "
+                    f"v{running.version}; pick another --port or stop it with "
+                    f"%mlops_serve --stop {config.port}"
+                )
+        proc.stdin.write((config.to_json() + "\n").encode())
+        proc.stdin.close()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     handle = ServerHandle(
         model=config.name,
         version=config.version,
@@ -265,14 +295,11 @@ def serve(
         port=config.port,
         pid=proc.pid,
         log_file=str(log_file),
-        token=token,
+        token=config.token,
         started=time.time(),
         example=_example_record(config),
     )
-    _wait_ready(handle, proc, timeout)
-    _record_path(servers, config.port).write_text(json.dumps(handle.__dict__))
-    _started.append(handle)
-    return handle
+    return handle, proc
 
 
 def list_servers(settings: Settings | None = None) -> list[ServerHandle]:
@@ -313,29 +340,6 @@ def stop_servers(
     return chosen
 
 
-@contextlib.contextmanager
-def foreground_record(config: ServerConfig, settings: Settings):
-    """List a server run in this process (``nbmlops serve``) while it runs."""
-    servers = _servers_dir(settings)
-    handle = ServerHandle(
-        model=config.name,
-        version=config.version,
-        host=config.host,
-        port=config.port,
-        pid=os.getpid(),
-        log_file=str(servers / f"{config.port}.log"),
-        token=config.token,
-        started=time.time(),
-        example=_example_record(config),
-    )
-    record = _record_path(servers, config.port)
-    record.write_text(json.dumps(handle.__dict__))
-    try:
-        yield handle
-    finally:
-        record.unlink(missing_ok=True)
-
-
 def run(config: ServerConfig, workers: int = 1, parent_pid: int | None = None) -> None:
     """Run the server in this process until it is stopped (SIGTERM or Ctrl-C)."""
     import uvicorn
@@ -343,8 +347,10 @@ def run(config: ServerConfig, workers: int = 1, parent_pid: int | None = None) -
     if parent_pid:
         _exit_with_parent(parent_pid)
     if workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
         os.environ["NBMLOPS_SERVER_CONFIG"] = config.to_json()
-        uvicorn.run(
+        multi = uvicorn.Config(
             "nbmlops.service:app_from_env",
             factory=True,
             host=config.host,
@@ -353,6 +359,12 @@ def run(config: ServerConfig, workers: int = 1, parent_pid: int | None = None) -
             log_level="warning",
             timeout_graceful_shutdown=10,
         )
+        sock = multi.bind_socket()
+        # uvicorn binds without IPPROTO_TCP, so asyncio never sets TCP_NODELAY on accepted
+        # connections and every kept-alive answer waits ~40 ms for a delayed ACK
+        # (uvicorn issue 3149); rewrapping the socket fixes it.
+        sock = socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
+        Multiprocess(multi, sockets=[sock]).run()
         return
     from nbmlops.server import create_app
 
@@ -529,9 +541,18 @@ def _stop_started() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m nbmlops.service CONFIG_FILE WORKERS PARENT_PID``: the server process."""
-    config_file, workers, parent = (argv or sys.argv[1:])[:3]
-    run(ServerConfig.from_json(Path(config_file).read_text()), int(workers), int(parent))
+    """``python -m nbmlops.service WORKERS PARENT_PID``, configuration on stdin: the server
+    process. It imports its libraries before the configuration arrives."""
+    workers, parent = (argv or sys.argv[1:])[:2]
+    import sklearn.pipeline  # noqa: F401
+    import skops.io  # noqa: F401 - warm imports while the parent resolves the model
+
+    import nbmlops.server  # noqa: F401
+
+    line = sys.stdin.readline()
+    if not line.strip():
+        return
+    run(ServerConfig.from_json(line), int(workers), int(parent) or None)
 
 
 if __name__ == "__main__":

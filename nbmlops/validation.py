@@ -51,42 +51,41 @@ class Validator:
 
     def frame(self, records: list) -> pd.DataFrame:
         """Validate ``records`` (a list of JSON objects) and return them as a typed frame."""
+        self.check(records)
+        return self.build(records)
+
+    def check(self, records: list) -> None:
+        """Raise :class:`ValidationError` naming every offending record and field."""
         if not isinstance(records, list) or not records:
             raise ValidationError([Problem(None, None, "no records: send at least one record")])
         problems: list[Problem] = []
-        columns: dict[str, list] = {name: [] for name in self._names}
         for index, record in enumerate(records):
             if not isinstance(record, dict):
-                problems.append(
-                    Problem(
-                        index, None, f"a record must be a JSON object, got {_json_type(record)}"
-                    )
-                )
+                kind = _json_type(record)
+                problems.append(Problem(index, None, f"a record must be a JSON object, got {kind}"))
                 continue
             for name in record.keys() - self._known:
+                trained = ", ".join(self._names)
                 problems.append(
-                    Problem(
-                        index,
-                        str(name),
-                        "unknown field; the model was trained on " + ", ".join(self._names),
-                    )
+                    Problem(index, str(name), f"unknown field; the model was trained on {trained}")
                 )
             for name in self._names:
                 if name not in record:
                     problems.append(Problem(index, name, "missing field"))
                     continue
-                value = record[name]
-                message = self._check(name, value)
+                message = self._check(name, record[name])
                 if message is not None:
                     problems.append(Problem(index, name, message))
-                columns[name].append(value)
             if len(problems) >= MAX_PROBLEMS:
                 break
         if problems:
             raise ValidationError(problems[:MAX_PROBLEMS])
+
+    def build(self, records: list[dict]) -> pd.DataFrame:
+        """The frame of records that passed :meth:`check`, with the training dtypes."""
         return pd.DataFrame(
             {
-                c.name: _series(c, columns[c.name], self._categories.get(c.name))
+                c.name: _series(c, [r[c.name] for r in records], self._categories.get(c.name))
                 for c in self.schema.columns
             }
         )

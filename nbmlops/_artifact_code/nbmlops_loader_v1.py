@@ -106,6 +106,7 @@ def predict_frame(estimator, steps, frame: pd.DataFrame) -> pd.DataFrame:
     features = frame
     for step in steps:
         features = step(features)
+    estimator, features = _transform_once(estimator, features)
     predictions = np.asarray(estimator.predict(features))
     if len(predictions) != len(frame):
         raise ValueError(
@@ -118,6 +119,20 @@ def predict_frame(estimator, steps, frame: pd.DataFrame) -> pd.DataFrame:
         for i, label in enumerate(estimator.classes_):
             out[f"proba_{label}"] = proba[:, i]
     return out
+
+
+def _transform_once(estimator, features):
+    """For a scikit-learn Pipeline: run its transformers once and return the final step with
+    the transformed features, so ``predict`` and ``predict_proba`` share the work (this is
+    what ``Pipeline.predict`` does inside, twice)."""
+    from sklearn.pipeline import Pipeline
+
+    if not isinstance(estimator, Pipeline) or len(estimator.steps) < 2:
+        return estimator, features
+    final = estimator.steps[-1][1]
+    if final in (None, "passthrough") or not hasattr(final, "predict"):
+        return estimator, features
+    return final, estimator[:-1].transform(features)
 
 
 class ArtifactPredictor:
