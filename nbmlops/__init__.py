@@ -1,8 +1,11 @@
 """nbmlops: from a Jupyter notebook to a production prediction service, and keep it healthy.
 
-In a notebook: ``%load_ext nbmlops``, then ``%%mlops_package``. In scripts: :func:`package`,
-:func:`load`.
+In a notebook: ``%load_ext nbmlops``, then ``%%mlops_package`` and ``%mlops_serve``. In scripts:
+:func:`package`, :func:`load`, :func:`serve`. Names are imported on first use, so that
+``import nbmlops`` (and the command line) start fast.
 """
+
+import importlib as _importlib
 
 from nbmlops.errors import (
     ArtifactError,
@@ -16,11 +19,19 @@ from nbmlops.errors import (
     UsageError,
     ValidationError,
 )
-from nbmlops.model import LoadedModel, load
-from nbmlops.packaging import PackagedVersion, package
-from nbmlops.service import ServerHandle, serve
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "LoadedModel": "nbmlops.model",
+    "load": "nbmlops.model",
+    "MonitorReport": "nbmlops.monitoring",
+    "monitor": "nbmlops.monitoring",
+    "PackagedVersion": "nbmlops.packaging",
+    "package": "nbmlops.packaging",
+    "ServerHandle": "nbmlops.service",
+    "serve": "nbmlops.service",
+}
 
 __all__ = [
     "ArtifactError",
@@ -28,6 +39,7 @@ __all__ = [
     "CaptureError",
     "LoadedModel",
     "ModelNotFoundError",
+    "MonitorReport",
     "NbmlopsError",
     "PackagedVersion",
     "ParityError",
@@ -38,9 +50,23 @@ __all__ = [
     "ValidationError",
     "load",
     "load_ipython_extension",
+    "monitor",
     "package",
     "serve",
 ]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nbmlops' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 def load_ipython_extension(ipython) -> None:

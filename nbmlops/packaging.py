@@ -176,13 +176,20 @@ def _describe(name, model, data, target, steps, captured, eval_data, metric, con
         estimator=model,
         captured=captured,
         schema=schema,
-        profile=build_profile(profiled, outputs),
+        profile=build_profile(profiled, _labels_as_categories(outputs, task)),
         lineage=lineage,
         requirements=tuple(f"{k}=={v}" for k, v in lineage.packages.items()),
         card_markdown=card.to_markdown(),
         primary_metric=metric_name,
     )
     return contents, metrics
+
+
+def _labels_as_categories(outputs: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Predicted classes are categories (drift compares their shares), whatever their type."""
+    if task != "classification":
+        return outputs
+    return outputs.assign(prediction=outputs["prediction"].astype(str))
 
 
 def _check_frame(frame, option: str) -> pd.DataFrame:

@@ -17,7 +17,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,40 +29,12 @@ from nbmlops._artifact_code.nbmlops_loader_v1 import ArtifactPredictor
 from nbmlops.artifact import ArtifactFiles
 from nbmlops.errors import ValidationError
 from nbmlops.predlog import ERROR, OK, REJECTED, LogRecord, PredictionLog
+from nbmlops.server_config import ServerConfig
 from nbmlops.server_metrics import ServerMetrics
-from nbmlops.validation import REJECT, Problem, Validator
+from nbmlops.validation import Problem, Validator
 
 PRIMARY = "primary"
 OPEN_PATHS = frozenset({"/health", "/ready", "/ping", "/v2/health/live", "/v2/health/ready"})
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """Everything a server process needs; the parent resolves the model, the server never
-    touches the registry."""
-
-    artifact: str
-    name: str
-    version: str
-    log_path: str
-    aliases: tuple[str, ...] = ()
-    host: str = "127.0.0.1"
-    port: int = 8000
-    token: str | None = None
-    unknown_categories: str = REJECT
-    max_body_bytes: int = 5 * 1024 * 1024
-    max_records: int = 10_000
-    max_batch_rows: int = 2_000
-    metrics: dict = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> ServerConfig:
-        data = json.loads(text)
-        data["aliases"] = tuple(data.get("aliases", ()))
-        return cls(**data)
 
 
 class HTTPProblem(Exception):

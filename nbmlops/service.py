@@ -23,13 +23,10 @@ import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import pandas as pd
-
 from nbmlops.config import Settings
 from nbmlops.errors import ServingError, UsageError, ValidationError
 from nbmlops.registry import Registry
-from nbmlops.server import ServerConfig
-from nbmlops.validation import REJECT, Problem
+from nbmlops.server_config import ServerConfig
 
 READY_TIMEOUT = 120.0
 _started: list[ServerHandle] = []
@@ -69,8 +66,10 @@ class ServerHandle:
         auth = f" -H 'Authorization: Bearer {self.token}'" if self.token else ""
         return f"curl -s {self.url}/predict -H 'Content-Type: application/json'{auth} -d '{body}'"
 
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def predict(self, frame):
         """Score a frame through the server: ``prediction``, ``proba_<label>`` and ``id``."""
+        import pandas as pd
+
         if not isinstance(frame, pd.DataFrame):
             raise UsageError(f"predict takes a pandas DataFrame, got {type(frame).__name__}")
         records = json.loads(frame.to_json(orient="records", date_format="iso"))
@@ -96,6 +95,8 @@ class ServerHandle:
         except urllib.error.HTTPError as exc:
             payload = _json_or_text(exc.read())
             if exc.code == 422 and isinstance(payload, dict):
+                from nbmlops.validation import Problem
+
                 raise ValidationError(
                     [
                         Problem(p.get("record"), p.get("field"), p["message"])
@@ -174,7 +175,7 @@ def build_config(
     port: int | None = None,
     token: str | None = None,
     insecure: bool = False,
-    unknown_categories: str = REJECT,
+    unknown_categories: str = "reject",
     max_records: int | None = None,
     max_body_bytes: int | None = None,
 ) -> ServerConfig:
@@ -214,7 +215,7 @@ def serve(
     workers: int = 1,
     token: str | None = None,
     insecure: bool = False,
-    unknown_categories: str = REJECT,
+    unknown_categories: str = "reject",
     max_records: int | None = None,
     max_body_bytes: int | None = None,
     settings: Settings | None = None,

@@ -16,6 +16,7 @@ EXPECTED_EXPORTS = {
     "CaptureError",
     "LoadedModel",
     "ModelNotFoundError",
+    "MonitorReport",
     "NbmlopsError",
     "PackagedVersion",
     "ParityError",
@@ -26,6 +27,7 @@ EXPECTED_EXPORTS = {
     "ValidationError",
     "load",
     "load_ipython_extension",
+    "monitor",
     "package",
     "serve",
 }
@@ -45,8 +47,8 @@ def test_every_public_attribute_is_exported():
     # Like httpx's test_exported_members: a public name is either in __all__ or a submodule.
     public = {
         name
-        for name, value in vars(nbmlops).items()
-        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+        for name in dir(nbmlops)
+        if not name.startswith("_") and not isinstance(getattr(nbmlops, name), types.ModuleType)
     }
     assert public == set(nbmlops.__all__)
 

@@ -1,0 +1,286 @@
+"""Drift of live values against the reference profile, one column at a time, then corrected.
+
+Per column (results read like scipy's: ``statistic``, ``pvalue``):
+
+- numeric: the two-sample Kolmogorov-Smirnov test against the profile's reference sample gives
+  the p-value; the reported ``test`` is ``ks`` (statistic: KS distance) below
+  ``large_sample`` current values and ``wasserstein`` (statistic: Wasserstein distance divided
+  by the reference standard deviation) above;
+- categorical and boolean: the chi-square test of the current counts against the reference
+  counts gives the p-value; ``test`` is ``chi2`` below ``large_sample`` and ``jensen_shannon``
+  (statistic: Jensen-Shannon distance, base 2) above;
+- every column: the population stability index (PSI) over the reference bins or categories.
+
+P-values are corrected across all the columns of one report with Benjamini-Hochberg. A column
+has drifted when its corrected p-value is below ``alpha`` and its effect (normalised
+Wasserstein or Jensen-Shannon distance) reaches the effect threshold: a significant change too
+small to matter is reported as ``significant`` only, and at huge sample sizes a trivial shift
+is never an alarm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+
+from nbmlops.profile import ColumnProfile
+
+_EPS = 1e-4
+NEW_CATEGORY = "(new)"
+OTHER_CATEGORY = "(other)"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When a column counts as drifted; the defaults are documented in the README."""
+
+    alpha: float = 0.05
+    numeric_effect: float = 0.1
+    categorical_effect: float = 0.1
+    psi: float = 0.2
+    min_samples: int = 30
+    large_sample: int = 1000
+    max_test_rows: int = 50_000
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    """Drift of one column: scipy-like ``statistic`` and ``pvalue`` (BH-corrected), PSI."""
+
+    name: str
+    kind: str
+    test: str
+    statistic: float | None
+    pvalue: float | None
+    psi: float | None
+    effect: float | None
+    drifted: bool
+    significant: bool
+    n: int
+    null_rate: float | None
+    reference_null_rate: float
+    bins: tuple[str, ...] = ()
+    reference: tuple[float, ...] = ()
+    current: tuple[float, ...] = ()
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "test": self.test,
+            "statistic": _rounded(self.statistic),
+            "pvalue": _rounded(self.pvalue),
+            "psi": _rounded(self.psi),
+            "drifted": self.drifted,
+            "significant": self.significant,
+            "effect": _rounded(self.effect),
+            "n": self.n,
+            "null_rate": _rounded(self.null_rate),
+            "reference_null_rate": _rounded(self.reference_null_rate),
+            "note": self.note,
+        }
+
+
+@dataclass
+class _Raw:
+    reference: ColumnProfile
+    test: str
+    statistic: float | None
+    pvalue: float | None
+    psi: float | None
+    effect: float | None
+    effect_threshold: float
+    n: int
+    null_rate: float | None
+    bins: tuple = ()
+    ref_hist: tuple = ()
+    cur_hist: tuple = ()
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def detect_drift(
+    references: list[ColumnProfile], frame: pd.DataFrame, thresholds: Thresholds | None = None
+) -> list[FeatureDrift]:
+    """Compare each profiled column with the same column of ``frame``; BH across columns."""
+    thresholds = thresholds or Thresholds()
+    raws = [
+        _measure(ref, frame[ref.name] if ref.name in frame else pd.Series(dtype=float), thresholds)
+        for ref in references
+    ]
+    adjusted = benjamini_hochberg([r.pvalue for r in raws])
+    results = []
+    for raw, pvalue in zip(raws, adjusted, strict=True):
+        significant = pvalue is not None and pvalue < thresholds.alpha
+        large = raw.effect is not None and raw.effect >= raw.effect_threshold
+        results.append(
+            FeatureDrift(
+                name=raw.reference.name,
+                kind=raw.reference.kind,
+                test=raw.test,
+                statistic=raw.statistic,
+                pvalue=pvalue,
+                psi=raw.psi,
+                effect=raw.effect,
+                drifted=bool(significant and large),
+                significant=bool(significant),
+                n=raw.n,
+                null_rate=raw.null_rate,
+                reference_null_rate=raw.reference.null_rate,
+                bins=tuple(raw.bins),
+                reference=tuple(float(x) for x in raw.ref_hist),
+                current=tuple(float(x) for x in raw.cur_hist),
+                note=raw.note,
+            )
+        )
+    return results
+
+
+def benjamini_hochberg(pvalues: list[float | None]) -> list[float | None]:
+    """Benjamini-Hochberg adjusted p-values; ``None`` (untested) stays ``None``."""
+    tested = [(i, p) for i, p in enumerate(pvalues) if p is not None]
+    adjusted: list[float | None] = [None] * len(pvalues)
+    if not tested:
+        return adjusted
+    order = sorted(tested, key=lambda item: item[1])
+    m = len(order)
+    running = 1.0
+    for rank in range(m, 0, -1):
+        index, p = order[rank - 1]
+        running = min(running, p * m / rank)
+        adjusted[index] = min(running, 1.0)
+    return adjusted
+
+
+def _measure(ref: ColumnProfile, series: pd.Series, thresholds: Thresholds) -> _Raw:
+    n_total = len(series)
+    null_rate = float(series.isna().mean()) if n_total else None
+    values = series.dropna()
+    if ref.kind in ("numeric", "datetime"):
+        return _numeric(ref, values, n_total, null_rate, thresholds)
+    return _categorical(ref, values, n_total, null_rate, thresholds)
+
+
+def _numeric(ref, values: pd.Series, n_total, null_rate, thresholds) -> _Raw:
+    if ref.kind == "datetime":
+        current = pd.to_datetime(values).dt.as_unit("ns").astype("int64").to_numpy(float) / 1e9
+    else:
+        current = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    current = current[np.isfinite(current)]
+    n = len(current)
+    test = "ks" if n < thresholds.large_sample else "wasserstein"
+    base = _Raw(ref, test, None, None, None, None, thresholds.numeric_effect, n, null_rate)
+    if ref.bin_edges is None or not ref.sample:
+        base.note = "no reference values"
+        return base
+    interior = np.asarray(ref.bin_edges[1:-1])
+    ref_counts = np.asarray(ref.bin_counts, dtype=float)
+    labels = _bin_labels(ref.bin_edges)
+    if n == 0:
+        base.note = "no current values"
+        base.bins, base.ref_hist = labels, ref_counts / ref_counts.sum()
+        return base
+    cur_counts = np.bincount(
+        np.searchsorted(interior, current, side="right"), minlength=len(ref_counts)
+    )
+    ref_frac, cur_frac = _fractions(ref_counts), _fractions(cur_counts)
+    base.psi = _psi(ref_frac, cur_frac)
+    base.bins, base.ref_hist, base.cur_hist = labels, ref_frac, cur_frac
+    if n < thresholds.min_samples:
+        base.note = f"only {n} values: too few to test"
+        return base
+    sample = np.asarray(ref.sample, dtype=float)
+    tested = _subsample(current, thresholds.max_test_rows)
+    ks = stats.ks_2samp(sample, tested, method="asymp")
+    scale = ref.stats.get("std") or 0.0
+    distance = stats.wasserstein_distance(sample, tested)
+    effect = distance / scale if scale > 0 else distance
+    base.pvalue = float(ks.pvalue)
+    base.effect = float(effect)
+    base.statistic = float(ks.statistic) if test == "ks" else float(effect)
+    return base
+
+
+def _categorical(ref, values: pd.Series, n_total, null_rate, thresholds) -> _Raw:
+    n = len(values)
+    test = "chi2" if n < thresholds.large_sample else "jensen_shannon"
+    base = _Raw(ref, test, None, None, None, None, thresholds.categorical_effect, n, null_rate)
+    known = list((ref.frequencies or {}).keys())
+    ref_counts = np.array([ref.frequencies[k] for k in known], dtype=float)
+    other = float(ref.stats.get("other_count", 0))
+    current = values.astype(str).value_counts()
+    cur_known = np.array([current.get(k, 0) for k in known], dtype=float)
+    unseen = current[~current.index.isin(known)]
+    labels = [*known]
+    ref_all, cur_all = list(ref_counts), list(cur_known)
+    if other:
+        labels.append(OTHER_CATEGORY)
+        ref_all.append(other)
+        cur_all.append(float(unseen.sum()))
+    elif len(unseen):
+        labels.append(NEW_CATEGORY)
+        ref_all.append(0.0)
+        cur_all.append(float(unseen.sum()))
+    ref_arr, cur_arr = np.asarray(ref_all), np.asarray(cur_all)
+    if len(unseen) and not other:
+        base.note = "new categories: " + ", ".join(map(str, unseen.index[:5]))
+    base.bins = tuple(labels)
+    base.ref_hist = _fractions(ref_arr)
+    if n == 0:
+        base.note = base.note or "no current values"
+        return base
+    base.cur_hist = _fractions(cur_arr)
+    base.psi = _psi(base.ref_hist, base.cur_hist)
+    if n < thresholds.min_samples:
+        base.note = f"only {n} values: too few to test"
+        return base
+    table = np.vstack([ref_arr, cur_arr])
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2:
+        base.pvalue, base.statistic, base.effect = 1.0, 0.0, 0.0
+        return base
+    chi2, pvalue, _, _ = stats.chi2_contingency(table, correction=False)
+    distance = float(jensenshannon(ref_arr / ref_arr.sum(), cur_arr / cur_arr.sum(), base=2))
+    base.pvalue = float(pvalue)
+    base.effect = distance
+    base.statistic = float(chi2) if test == "chi2" else distance
+    return base
+
+
+def _fractions(counts: np.ndarray) -> np.ndarray:
+    total = counts.sum()
+    return counts / total if total else np.zeros_like(counts, dtype=float)
+
+
+def _psi(ref_frac: np.ndarray, cur_frac: np.ndarray) -> float:
+    r = np.clip(ref_frac, _EPS, None)
+    c = np.clip(cur_frac, _EPS, None)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def _subsample(values: np.ndarray, limit: int) -> np.ndarray:
+    if len(values) <= limit:
+        return values
+    rng = np.random.default_rng(0)
+    return values[rng.choice(len(values), limit, replace=False)]
+
+
+def _bin_labels(edges) -> tuple[str, ...]:
+    edges = list(edges)
+    if len(edges) < 2:
+        return (f"{edges[0]:.3g}",) if edges else ()
+    return tuple(f"{lo:.3g}..{hi:.3g}" for lo, hi in zip(edges[:-1], edges[1:], strict=True))
+
+
+def _rounded(value: float | None, digits: int = 6):
+    if value is None or not np.isfinite(value):
+        return None
+    return round(float(value), digits)

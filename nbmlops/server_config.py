@@ -1,0 +1,35 @@
+"""What a prediction server process is told: a small module, so that starting one is quick."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything a server process needs; the parent resolves the model, the server never
+    touches the registry."""
+
+    artifact: str
+    name: str
+    version: str
+    log_path: str
+    aliases: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None
+    unknown_categories: str = "reject"
+    max_body_bytes: int = 5 * 1024 * 1024
+    max_records: int = 10_000
+    max_batch_rows: int = 2_000
+    metrics: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServerConfig:
+        data = json.loads(text)
+        data["aliases"] = tuple(data.get("aliases", ()))
+        return cls(**data)
