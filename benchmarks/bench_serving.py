@@ -228,14 +228,28 @@ def _group_pids(pgid: int) -> list[int]:
 
 
 def group_cpu(pgid: int) -> float:
-    """CPU seconds (user + system) of the live processes in ``pgid``."""
-    total = 0.0
+    """CPU seconds (user + system) of the live processes in ``pgid`` and their descendants
+    (``nbmlops serve`` runs its server in a child process of its own session)."""
+    table = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            stat = _proc_stat(entry)
-            if stat is not None and stat[0] == pgid:
-                total += stat[1]
-    return total
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks = os.sysconf("SC_CLK_TCK")
+            table[int(entry)] = (
+                int(fields[1]),
+                int(fields[2]),
+                (int(fields[11]) + int(fields[12])) / ticks,
+            )
+    members = {pid for pid, (_, group, _) in table.items() if group == pgid}
+    grew = True
+    while grew:
+        children = {pid for pid, (parent, _, _) in table.items() if parent in members}
+        grew = not children <= members
+        members |= children
+    return sum(table[pid][2] for pid in members)
 
 
 @contextlib.contextmanager

@@ -72,6 +72,21 @@ def serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def monitor_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``%mlops_monitor MODEL [--window DURATION] [--since TIME]`` (the magic adds
+    ``--refresh``, the CLI ``--json`` and ``--html``)."""
+    parser.description = (
+        "Is the model healthy? Drift of inputs and predictions against the reference profile, "
+        "latency, errors, volume, staleness and quality on feedback, from the prediction log."
+    )
+    parser.add_argument("model", help="NAME (production, else latest), NAME@ALIAS, NAME@v3")
+    parser.add_argument("--window", metavar="DURATION", help="e.g. 30m, 24h, 7d, ending now")
+    parser.add_argument(
+        "--since", metavar="TIME", help="ISO-8601 start; with --window the later wins"
+    )
+    return parser
+
+
 def parse_tags(pairs: list[str]) -> dict[str, str]:
     """``["team=growth", "ticket=42"]`` as a dict; a pair without ``=`` is a usage error."""
     tags = {}

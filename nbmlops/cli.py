@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from nbmlops.arguments import serve_arguments
+from nbmlops.arguments import monitor_arguments, serve_arguments
 from nbmlops.errors import NbmlopsError, UsageError
 
 EXIT_FAILED = 1
@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve_arguments(verbs.add_parser("serve", help="serve a model over HTTP (foreground)"))
 
+    watch = monitor_arguments(verbs.add_parser("monitor", help="drift, latency, errors, staleness"))
+    watch.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    watch.add_argument("--html", type=Path, metavar="FILE", help="write the report as HTML")
+
     demo = verbs.add_parser("demo", help="run notebooks/quickstart.ipynb end to end")
     demo.add_argument("--notebook", type=Path, help="the quickstart notebook to run")
     demo.add_argument("--output", type=Path, help="where to write the executed notebook")
@@ -52,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             return _models(args)
         if args.verb == "serve":
             return _serve(args)
+        if args.verb == "monitor":
+            return _monitor(args)
         return _demo(args)
     except UsageError as exc:
         print(f"nbmlops: {exc}", file=sys.stderr)
@@ -136,6 +142,20 @@ def _serve(args: argparse.Namespace) -> int:
         max_records=args.max_records,
         max_body_bytes=args.max_body_bytes,
     )
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    from nbmlops.monitoring import ALERT, monitor
+
+    report = monitor(args.model, window=args.window, since=args.since)
+    if args.html:
+        args.html.write_text(
+            "<!doctype html><html><head><meta charset='utf-8'>"
+            f"<title>{report.model} v{report.version}: {report.status}</title></head>"
+            f"<body>{report.to_html()}</body></html>"
+        )
+    print(json.dumps(report.to_dict(), indent=1) if args.json else repr(report))
+    return EXIT_FAILED if report.status == ALERT else 0
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -8,7 +8,12 @@ import shlex
 from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
-from nbmlops.arguments import package_arguments, parse_tags, serve_arguments
+from nbmlops.arguments import (
+    monitor_arguments,
+    package_arguments,
+    parse_tags,
+    serve_arguments,
+)
 from nbmlops.errors import NbmlopsError
 from nbmlops.lineage import NotebookContext, notebook_path
 from nbmlops.packaging import package
@@ -23,7 +28,7 @@ class _MagicParser(argparse.ArgumentParser):
 
 @magics_class
 class NbmlopsMagics(Magics):
-    """``%%mlops_package`` and ``%mlops_serve``."""
+    """``%%mlops_package``, ``%mlops_serve`` and ``%mlops_monitor``."""
 
     @cell_magic
     def mlops_package(self, line: str, cell: str):
@@ -92,6 +97,28 @@ class NbmlopsMagics(Magics):
                 unknown_categories=args.unknown_categories,
                 max_records=args.max_records,
                 max_body_bytes=args.max_body_bytes,
+            )
+        except NbmlopsError as exc:
+            raise IPythonUsageError(f"{type(exc).__name__}: {exc}") from None
+
+    @line_magic
+    def mlops_monitor(self, line: str):
+        """Show the model's health as a dashboard (also a static report for reviewers).
+
+        %mlops_monitor MODEL [--window DURATION] [--since TIME] [--refresh SECONDS]
+        """
+        from nbmlops.dashboard import Dashboard
+        from nbmlops.monitoring import monitor
+
+        parser = monitor_arguments(_MagicParser(prog="%mlops_monitor"))
+        parser.add_argument("--refresh", type=float, metavar="SECONDS", help="update in place")
+        args = _parse(parser, line)
+        if args is None:
+            return None
+        try:
+            return Dashboard(
+                lambda: monitor(args.model, window=args.window, since=args.since),
+                refresh=args.refresh,
             )
         except NbmlopsError as exc:
             raise IPythonUsageError(f"{type(exc).__name__}: {exc}") from None
