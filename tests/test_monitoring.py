@@ -80,8 +80,8 @@ def test_benjamini_hochberg_matches_the_textbook():
     assert adjusted[4] == pytest.approx(0.5)
 
 
-@pytest.fixture
-def packaged(settings):
+@pytest.fixture(name="packaged")
+def packaged_fixture(settings):
     df = make_churn(3000, seed=0)
     x, y = df.drop(columns="churned"), df["churned"]
     clf = make_pipeline(
