@@ -36,12 +36,13 @@ class Dashboard:
     def _loop(self, every: float) -> None:
         while not self._stop.wait(every):
             try:
-                self.report = self._compute()
+                report = self._compute()
             except Exception as exc:  # noqa: BLE001 - keep the dashboard alive, say why
                 self._stamp.value = f"<i>refresh failed: {type(exc).__name__}: {exc}</i>"
                 continue
-            self._body.value = self.report.to_html()
+            self._body.value = report.to_html()
             self._stamp.value = self._stamp_text(every)
+            self.report = report
 
     @staticmethod
     def _stamp_text(refresh: float | None) -> str:

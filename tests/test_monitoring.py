@@ -219,3 +219,28 @@ def test_monitor_magic_leaves_a_static_report_in_the_notebook(run_cells, setting
     assert "data:image/png;base64," in bundle["text/html"]
     assert "<script" not in bundle["text/html"]
     assert "churn v1" in outputs_text(nb)
+
+
+def test_refreshing_dashboard_updates_in_place(settings, packaged):
+    from nbmlops.dashboard import Dashboard
+
+    log_traffic(settings, packaged, make_churn(300, seed=1).drop(columns="churned"))
+    dashboard = Dashboard(lambda: monitor("churn", settings=settings), refresh=0.2)
+    try:
+        assert dashboard.report.status == "ok" and dashboard.report.n_predictions == 300
+        first_widget = dashboard.widget
+        current = drifted(
+            make_churn(3000, seed=2).drop(columns="churned"), np.random.default_rng(2)
+        )
+        log_traffic(settings, packaged, current)
+        deadline = time.monotonic() + 30
+        while dashboard.report.n_predictions != 3300 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert dashboard.report.n_predictions == 3300
+        assert dashboard.widget is first_widget
+        assert "ALERT" in dashboard.widget.children[1].value
+        assert dashboard.alerts and dashboard.to_dict()["status"] == "alert"
+        bundle = dashboard._repr_mimebundle_()
+        assert "ALERT" in bundle["text/html"] and "alert" in bundle["text/plain"].lower()
+    finally:
+        dashboard.stop()
