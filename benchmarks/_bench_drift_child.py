@@ -47,7 +47,9 @@ class PeakMeter:
 
     def start(self) -> None:
         self.rss_before = _status_kib("VmRSS")
-        self.peak_loading = _status_kib("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self.peak_loading = (
+            _status_kib("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        )
         try:
             Path("/proc/self/clear_refs").write_text("5")
             self.reset = _status_kib("VmHWM") is not None

@@ -43,6 +43,37 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--json", action="store_true", help="print the report as one JSON object")
     watch.add_argument("--html", type=Path, metavar="FILE", help="write the report as HTML")
 
+    job = verbs.add_parser("retrain", help="run the training notebook, gate, promote")
+    job.description = (
+        "Run NOTEBOOK with papermill; its %%mlops_package registers a candidate, the gate "
+        "scores candidate and production on the candidate's held-out data, and only a passing "
+        "candidate is promoted. Exit codes: 0 promoted, passed or skipped; 1 job failed; "
+        "2 usage error; 3 gate rejected."
+    )
+    job.add_argument("notebook", type=Path)
+    job.add_argument("--model", required=True, help="the registered model name")
+    job.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("KEY", "VALUE"),
+        help="notebook parameter (papermill typing)",
+    )
+    job.add_argument(
+        "-f",
+        "--parameters-file",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="YAML file of parameters",
+    )
+    job.add_argument("--when", metavar="TRIGGERS", help="drift,stale=7d,new-data")
+    job.add_argument("--gate", metavar="RULES", help="e.g. f1_macro>=production-0.005,roc_auc>=0.8")
+    job.add_argument("--promote", metavar="ALIAS", help="alias to move when the gate passes")
+
     demo = verbs.add_parser("demo", help="run notebooks/quickstart.ipynb end to end")
     demo.add_argument("--notebook", type=Path, help="the quickstart notebook to run")
     demo.add_argument("--output", type=Path, help="where to write the executed notebook")
@@ -58,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.verb == "monitor":
             return _monitor(args)
+        if args.verb == "retrain":
+            return _retrain(args)
         return _demo(args)
     except UsageError as exc:
         print(f"nbmlops: {exc}", file=sys.stderr)
@@ -156,6 +189,22 @@ def _monitor(args: argparse.Namespace) -> int:
         )
     print(json.dumps(report.to_dict(), indent=1) if args.json else repr(report))
     return EXIT_FAILED if report.status == ALERT else 0
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    from nbmlops.retraining import load_parameters, retrain
+
+    result = retrain(
+        args.notebook,
+        args.model,
+        parameters=load_parameters(args.parameter, args.parameters_file),
+        when=args.when,
+        gate=args.gate,
+        promote=args.promote,
+    )
+    stream = sys.stderr if result.outcome == "failed" else sys.stdout
+    print(result.summary(), file=stream)
+    return result.exit_code
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ the registry is touched, so a failure at any step registers nothing.
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from nbmlops.registry import ModelVersion, Registry, validate_alias, validate_na
 from nbmlops.schema import infer_schema
 
 PARITY_ROWS = 200
+JOB_ENV = "NBMLOPS_JOB_ID"
 PROFILE_ROWS = 100_000
 
 
@@ -113,10 +115,12 @@ def package(
                 "nbmlops.data_hash": contents.lineage.data_hash,
                 "nbmlops.artifact_sha256": digest,
                 "nbmlops.parity": "passed",
+                **_job_tags(),
                 **(tags or {}),
             },
             description=description,
         )
+    _save_job_eval(registry.settings, eval)
     if alias is not None:
         registered = registry.set_alias(registered.ref, alias)
     timings.lap("register")
@@ -183,6 +187,23 @@ def _describe(name, model, data, target, steps, captured, eval_data, metric, con
         primary_metric=metric_name,
     )
     return contents, metrics
+
+
+def _job_tags() -> dict[str, str]:
+    """Inside ``nbmlops retrain``, mark the version with the job that made it."""
+    job = os.environ.get(JOB_ENV)
+    return {"nbmlops.job_id": job} if job else {}
+
+
+def _save_job_eval(settings: Settings, eval_data) -> None:
+    """Inside ``nbmlops retrain``, keep the held-out data so the gate can score production on
+    exactly what the candidate was scored on."""
+    job = os.environ.get(JOB_ENV)
+    if not job or eval_data is None:
+        return
+    folder = settings.runs_dir / job
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.to_pickle((eval_data[0], eval_data[1]), folder / "eval.pkl")
 
 
 def _labels_as_categories(outputs: pd.DataFrame, task: str) -> pd.DataFrame:

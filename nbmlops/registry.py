@@ -203,8 +203,9 @@ class Registry:
         )
         return self.get(name, mv.version)
 
-    def set_alias(self, ref: str, alias: str) -> ModelVersion:
-        """Point ``alias`` at the version ``ref``; the alias it replaces becomes ``previous``."""
+    def set_alias(self, ref: str, alias: str, remember_previous: bool = True) -> ModelVersion:
+        """Point ``alias`` at the version ``ref``; the version it leaves becomes ``previous``
+        (``previous-ALIAS`` for aliases other than production) unless told otherwise."""
         validate_alias(alias)
         target = self.resolve(ref)
         if target.archived:
@@ -212,7 +213,7 @@ class Registry:
                 f"{target.ref} is archived; promote another version or register a new one"
             )
         current = self.alias_version(target.name, alias)
-        if current is not None and current != target.version:
+        if remember_previous and current is not None and current != target.version:
             self.client.set_registered_model_alias(target.name, previous_alias(alias), current)
         self.client.set_registered_model_alias(target.name, alias, target.version)
         return self.get(target.name, target.version)
