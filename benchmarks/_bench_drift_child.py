@@ -68,6 +68,26 @@ class PeakMeter:
         }
 
 
+def timed(function, *args):
+    """``function(*args)``, its wall time and the CPU time of this process during it."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = function(*args)
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def timings(first: float, first_cpu: float, repeats: list[tuple[float, float]]) -> dict:
+    walls = [first, *(wall for wall, _ in repeats)]
+    cpus = [first_cpu, *(cpu for _, cpu in repeats)]
+    return {
+        "first_seconds": first,
+        "repeat_seconds": walls[1:],
+        "calls": len(walls),
+        "median_seconds": statistics.median(walls),
+        "min_seconds": min(walls),
+        "median_cpu_seconds": statistics.median(cpus),
+    }
+
+
 def read_frame(path: str, row_group: int | None = None):
     """A parquet file (or one row group of it) as a pandas frame."""
     import pyarrow.parquet as pq
@@ -108,21 +128,13 @@ def nbmlops_job(job: dict) -> dict:
     detect_drift(references, frame.iloc[:WARMUP_ROWS])  # warm-up, not counted
     meter = PeakMeter()
     meter.start()
-    start = time.perf_counter()
-    results = detect_drift(references, frame)
-    first = time.perf_counter() - start
+    results, first, first_cpu = timed(detect_drift, references, frame)
     memory = meter.stop()
-    repeats = []
-    for _ in range(job["repeats"]):
-        start = time.perf_counter()
-        detect_drift(references, frame)
-        repeats.append(time.perf_counter() - start)
+    repeats = [timed(detect_drift, references, frame)[1:] for _ in range(job["repeats"])]
     return {
         "rows": len(frame),
         "profile_load_seconds": load_seconds,
-        "first_seconds": first,
-        "repeat_seconds": repeats,
-        "median_seconds": statistics.median([first, *repeats]),
+        **timings(first, first_cpu, repeats),
         "memory": memory,
         "columns": [
             {
@@ -177,20 +189,12 @@ def evidently_job(job: dict) -> dict:
     run(frame.iloc[:WARMUP_ROWS])  # warm-up, not counted: Evidently's lazy imports
     meter = PeakMeter()
     meter.start()
-    start = time.perf_counter()
-    result = run(frame)
-    first = time.perf_counter() - start
+    result, first, first_cpu = timed(run, frame)
     memory = meter.stop()
-    repeats = []
-    for _ in range(job["repeats"]):
-        start = time.perf_counter()
-        run(frame)
-        repeats.append(time.perf_counter() - start)
+    repeats = [timed(run, frame)[1:] for _ in range(job["repeats"])]
     return {
         "rows": len(frame),
-        "first_seconds": first,
-        "repeat_seconds": repeats,
-        "median_seconds": statistics.median([first, *repeats]),
+        **timings(first, first_cpu, repeats),
         "memory": memory,
         **_evidently_flags(result),
     }

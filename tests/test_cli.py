@@ -282,6 +282,8 @@ HELP_PATHS = [
     ("models", "rollback"),
     ("models", "archive"),
     ("serve",),
+    ("monitor",),
+    ("retrain",),
     ("demo",),
 ]
 
