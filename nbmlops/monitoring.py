@@ -253,7 +253,13 @@ def _json_frame(column: pd.Series) -> pd.DataFrame:
     if column.empty:
         return pd.DataFrame()
     text = "\n".join(column.tolist())
-    frame = pd.read_json(io.StringIO(text), lines=True, dtype=False, convert_dates=False)
+    try:
+        import pyarrow.json
+
+        frame = pyarrow.json.read_json(io.BytesIO(text.encode())).to_pandas()
+    except (ImportError, ValueError, TypeError):
+        # pyarrow parses ~10x faster; pandas copes with what it refuses (mixed types)
+        frame = pd.read_json(io.StringIO(text), lines=True, dtype=False)
     frame.index = column.index
     return frame
 
