@@ -41,9 +41,11 @@ def test_first_job_promotes_and_attaches_its_report(settings, capsys):
     assert load("churn@production").lineage.notebook_path == TRAIN
 
 
-def test_worse_model_is_rejected_and_production_stays(settings, capsys):
+def test_worse_model_is_rejected_and_production_stays(settings, capsys, tmp_path):
     assert retrain("--promote", "production") == 0
-    assert retrain("-p", "C", "0.0001", "--promote", "production") == 3
+    params = tmp_path / "params.yaml"
+    params.write_text("C: 0.0001\n")
+    assert retrain("-f", str(params), "--promote", "production") == 3
     out = capsys.readouterr().out
     assert "REJECTED" in out and "f1_macro" in out
     assert aliases(settings)["production"] == "1"
@@ -146,3 +148,32 @@ def test_two_concurrent_jobs_do_not_cross_their_alias_updates(settings):
     assert codes == [0, 0], [job.stderr.read() for job in jobs]
     final = aliases(settings)
     assert {final["production"], final["previous"]} == {"2", "3"}
+
+
+def test_parameters_are_typed_as_papermill_types_them(tmp_path):
+    from nbmlops.retraining import load_parameters
+
+    params = tmp_path / "params.yaml"
+    params.write_text("C: 0.5\ndata_path: a.csv\n")
+    pairs = [["n", "1"], ["C", "1.5"], ["flag", "True"], ["name", "x"], ["none", "None"]]
+    assert load_parameters(pairs, [params]) == {
+        "C": 1.5,
+        "data_path": "a.csv",
+        "n": 1,
+        "flag": True,
+        "name": "x",
+        "none": None,
+    }
+
+
+def test_gate_rules_parse_and_decide():
+    from nbmlops.gate import decide, parse_rules
+
+    rules = parse_rules("f1_macro>=production-0.005, roc_auc>=0.8", "f1_macro")
+    assert [str(r) for r in rules] == ["f1_macro>=production-0.005", "roc_auc>=0.8"]
+    production = {"f1_macro": 0.80, "roc_auc": 0.9}
+    assert decide(rules, {"f1_macro": 0.796, "roc_auc": 0.85}, production).passed
+    assert not decide(rules, {"f1_macro": 0.79, "roc_auc": 0.85}, production).passed
+    assert not decide(rules, {"f1_macro": 0.9, "roc_auc": 0.7}, production).passed
+    assert decide(rules, {"f1_macro": 0.1, "roc_auc": 0.1}, None).passed
+    assert [str(r) for r in parse_rules(None, "rmse")] == ["rmse<=production"]
