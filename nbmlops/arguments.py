@@ -72,6 +72,20 @@ def serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def serve_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of ``serve`` that ``serve_arguments`` parsed."""
+    return {
+        "host": args.host,
+        "port": args.port,
+        "workers": args.workers,
+        "token": args.token,
+        "insecure": args.insecure,
+        "unknown_categories": args.unknown_categories,
+        "max_records": args.max_records,
+        "max_body_bytes": args.max_body_bytes,
+    }
+
+
 def monitor_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """``%mlops_monitor MODEL [--window DURATION] [--since TIME]`` (the magic adds
     ``--refresh``, the CLI ``--json`` and ``--html``)."""

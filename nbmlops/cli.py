@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from nbmlops.arguments import monitor_arguments, serve_arguments
+from nbmlops.arguments import monitor_arguments, serve_arguments, serve_options
 from nbmlops.errors import NbmlopsError, UsageError
 
 EXIT_FAILED = 1
@@ -163,18 +163,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     if not args.model:
         raise UsageError("serve needs a MODEL (e.g. churn@production), --list or --stop")
-    return service.serve_foreground(
-        args.model,
-        Settings.from_env(),
-        workers=args.workers,
-        host=args.host,
-        port=args.port,
-        token=args.token,
-        insecure=args.insecure,
-        unknown_categories=args.unknown_categories,
-        max_records=args.max_records,
-        max_body_bytes=args.max_body_bytes,
-    )
+    return service.serve_foreground(args.model, Settings.from_env(), **serve_options(args))
 
 
 def _monitor(args: argparse.Namespace) -> int:

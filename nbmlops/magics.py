@@ -13,6 +13,7 @@ from nbmlops.arguments import (
     package_arguments,
     parse_tags,
     serve_arguments,
+    serve_options,
 )
 from nbmlops.errors import NbmlopsError
 from nbmlops.lineage import NotebookContext, notebook_path
@@ -87,17 +88,7 @@ class NbmlopsMagics(Magics):
                 return service.ServerList(service.stop_servers(args.stop), stopped=True)
             if not args.model:
                 raise IPythonUsageError("%mlops_serve: give a MODEL, --list or --stop")
-            return service.serve(
-                args.model,
-                port=args.port,
-                host=args.host,
-                workers=args.workers,
-                token=args.token,
-                insecure=args.insecure,
-                unknown_categories=args.unknown_categories,
-                max_records=args.max_records,
-                max_body_bytes=args.max_body_bytes,
-            )
+            return service.serve(args.model, **serve_options(args))
         except NbmlopsError as exc:
             raise IPythonUsageError(f"{type(exc).__name__}: {exc}") from None
 
