@@ -40,7 +40,12 @@ importlib.invalidate_caches()
 import pandas as pd
 sys.path.insert(0, root + "/code")
 from nbmlops_loader_v1 import ArtifactPredictor
-ArtifactPredictor(root).predict(pd.read_pickle(sample)).to_pickle(result)
+predictor = ArtifactPredictor(root)
+rows = pd.read_pickle(sample)
+predictor.predict(rows).to_pickle(result)
+# A server scores a row alone or with strangers: the answer must not depend on the company.
+alone = [predictor.predict(rows.iloc[[i]]) for i in range(min(len(rows), 5))]
+pd.concat(alone).to_pickle(result + ".alone")
 """
 
 
@@ -116,6 +121,18 @@ class FreshProcess:
             raise ParityError(_explain_failure(stderr))
         actual = pd.read_pickle(result_path)
         max_diff = compare(expected, actual)
+        alone = pd.read_pickle(f"{result_path}.alone")
+        try:
+            compare(expected.iloc[: len(alone)], alone)
+        except ParityError as exc:
+            raise ParityError(
+                "parity check failed: a row scored alone gets a different prediction than the "
+                "same row scored with others, so nothing was registered. The preprocessing uses "
+                "statistics of the whole frame (a mean, a max, a rank, fillna with a column "
+                "median...); a server scores rows one request at a time. Compute those "
+                "statistics in training and keep them as constants or fitted pipeline steps.",
+                exc.details,
+            ) from None
         return ParityResult(len(sample), max_diff, time.perf_counter() - start)
 
 

@@ -146,3 +146,10 @@ def add_charge_per_call(frame):
     out = frame.copy()
     out["charge_per_call"] = out["monthly_charges"] / (out["support_calls"] + 1)
     return out
+
+
+def center_charges(frame):
+    """Batch-dependent on purpose: the mean of whatever rows are scored together."""
+    out = frame[["monthly_charges", "support_calls"]].copy()
+    out["monthly_charges"] = out["monthly_charges"] - out["monthly_charges"].mean()
+    return out

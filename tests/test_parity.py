@@ -1,0 +1,22 @@
+"""The parity check refuses preprocessing whose answer depends on the rows scored with it."""
+
+from __future__ import annotations
+
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+import nbmlops
+from nbmlops.datasets import make_churn
+from nbmlops.registry import Registry
+from tests.capture_examples import center_charges
+
+
+def test_batch_dependent_preprocessing_registers_nothing(settings):
+    df = make_churn(500, seed=0)
+    x, y = df.drop(columns="churned"), df["churned"]
+    clf = LogisticRegression().fit(center_charges(x), y)
+    with pytest.raises(nbmlops.ParityError, match="scored alone") as info:
+        nbmlops.package("churn", clf, x, preprocess=[center_charges], settings=settings)
+    assert "statistics of the whole frame" in str(info.value)
+    assert info.value.details and "notebook" in info.value.details[0]
+    assert Registry(settings).list_models() == []
