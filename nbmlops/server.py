@@ -112,11 +112,10 @@ class MicroBatcher:
 class Service:
     """The loaded model with its validator, batcher, log and metrics."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, files: ArtifactFiles) -> None:
         self.config = config
-        root = Path(config.artifact)
-        self.files = ArtifactFiles.read(root)
-        self.predictor = ArtifactPredictor(root, verify=False)
+        self.files = files
+        self.predictor = ArtifactPredictor(files.root, verify=False)
         self.schema = self.files.schema
         self.validator = Validator(self.schema, config.unknown_categories)
         self.log = PredictionLog(Path(config.log_path))
@@ -222,11 +221,13 @@ class ModelFailure(Exception):
 def create_app(config: ServerConfig) -> FastAPI:
     """The FastAPI app for one model; the model loads in the lifespan."""
     state: dict[str, Service] = {}
-    schema = ArtifactFiles.read(Path(config.artifact)).schema
+    # Read (and verify) once: the OpenAPI schema below and the service both need it.
+    files = ArtifactFiles.read(Path(config.artifact))
+    schema = files.schema
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        service = Service(config)
+        service = Service(config, files)
         service.batcher.start()
         # Loading leaves many long-lived objects; freezing them keeps full garbage collections
         # (pauses of 100+ ms under load) from scanning them again and again.
