@@ -12,7 +12,7 @@ import fcntl
 import hashlib
 import os
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -43,7 +43,6 @@ class JobResult:
     version: str | None = None
     gate: GateDecision | None = None
     message: str = ""
-    details: dict = field(default_factory=dict)
 
     def summary(self) -> str:
         lines = []
@@ -96,20 +95,21 @@ def retrain(
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     output = settings.runs_dir / f"{model}-{stamp}-{job}.ipynb"
     failure = _run(notebook, output, settings, parameters, job)
+
+    def result(exit_code: int, outcome: str, **fields) -> JobResult:
+        return JobResult(exit_code, outcome, fired, not_fired, str(output), **fields)
+
     registered = [v for v in registry.versions(model) if v.tags.get("nbmlops.job_id") == job]
     if failure is not None:
         for version in registered:
             registry.client.set_model_version_tag(
                 model, version.version, "nbmlops.job_status", "failed"
             )
-        return JobResult(EXIT_FAILED, "failed", fired, not_fired, str(output), message=failure)
+        return result(EXIT_FAILED, "failed", message=failure)
     if not registered:
-        return JobResult(
+        return result(
             EXIT_FAILED,
             "failed",
-            fired,
-            not_fired,
-            str(output),
             message=f"the notebook ran but registered no version of {model}: does its training "
             f"cell use %%mlops_package {model} ...?",
         )
@@ -120,23 +120,18 @@ def retrain(
         registry.client.set_model_version_tag(
             model, candidate.version, "nbmlops.job.data_sha256", data_sha
         )
-    return _gate_and_promote(
-        registry, settings, model, candidate, job, gate, promote, fired, not_fired, output
-    )
+    return _gate_and_promote(registry, candidate, job, gate, promote, result)
 
 
-def _gate_and_promote(
-    registry, settings, model, candidate, job, gate, promote, fired, not_fired, output
-):
+def _gate_and_promote(registry: Registry, candidate: ModelVersion, job, gate, promote, result):
+    """Score candidate and production under the alias lock; promote a passing candidate."""
+    model, settings = candidate.name, registry.settings
     eval_file = settings.runs_dir / job / "eval.pkl"
     if not eval_file.is_file():
-        return JobResult(
+        return result(
             EXIT_FAILED,
             "failed",
-            fired,
-            not_fired,
-            str(output),
-            candidate.version,
+            version=candidate.version,
             message="the gate needs held-out data: give the notebook's %%mlops_package --eval X y",
         )
     x_eval, y_eval = pd.read_pickle(eval_file)
@@ -159,39 +154,16 @@ def _gate_and_promote(
         }
         for key, value in tags.items():
             registry.client.set_model_version_tag(model, candidate.version, key, value)
+        judged = {"version": candidate.version, "gate": decision}
         if not decision.passed:
-            return JobResult(
-                EXIT_REJECTED,
-                "rejected",
-                fired,
-                not_fired,
-                str(output),
-                candidate.version,
-                decision,
-                message=f"{candidate.ref} was rejected; production is unchanged",
-            )
+            message = f"{candidate.ref} was rejected; production is unchanged"
+            return result(EXIT_REJECTED, "rejected", message=message, **judged)
         if promote:
             registry.set_alias(candidate.ref, promote)
-            return JobResult(
-                EXIT_OK,
-                "promoted",
-                fired,
-                not_fired,
-                str(output),
-                candidate.version,
-                decision,
-                message=f"{candidate.ref} is now {model}@{promote}",
-            )
-    return JobResult(
-        EXIT_OK,
-        "passed",
-        fired,
-        not_fired,
-        str(output),
-        candidate.version,
-        decision,
-        message=f"{candidate.ref} passed the gate and is {model}@{CANDIDATE}",
-    )
+            message = f"{candidate.ref} is now {model}@{promote}"
+            return result(EXIT_OK, "promoted", message=message, **judged)
+    message = f"{candidate.ref} passed the gate and is {model}@{CANDIDATE}"
+    return result(EXIT_OK, "passed", message=message, **judged)
 
 
 def _production(registry: Registry, model: str) -> ModelVersion | None:
