@@ -18,6 +18,19 @@ from tests.capture_examples import add_charge_per_call
 NUMERIC = ["tenure_months", "monthly_charges", "support_calls", "charge_per_call"]
 
 
+def logistic_pipeline(numeric: list[str]):
+    """Impute ``numeric``, one-hot contract and region, logistic regression."""
+    return make_pipeline(
+        ColumnTransformer(
+            [
+                ("num", SimpleImputer(), numeric),
+                ("cat", OneHotEncoder(handle_unknown="ignore"), ["contract", "region"]),
+            ]
+        ),
+        LogisticRegression(max_iter=1000),
+    )
+
+
 @pytest.fixture(scope="module", name="store")
 def store_fixture(tmp_path_factory) -> Settings:
     """A store with churn v1 (captured preprocessing, categorical, string and bool columns)."""
@@ -25,15 +38,7 @@ def store_fixture(tmp_path_factory) -> Settings:
     settings = Settings.from_env({"NBMLOPS_HOME": str(home)})
     df = make_churn(600, seed=0)
     x, y = df.drop(columns="churned"), df["churned"]
-    clf = make_pipeline(
-        ColumnTransformer(
-            [
-                ("num", SimpleImputer(), NUMERIC),
-                ("cat", OneHotEncoder(handle_unknown="ignore"), ["contract", "region"]),
-            ]
-        ),
-        LogisticRegression(max_iter=1000),
-    ).fit(add_charge_per_call(x), y)
+    clf = logistic_pipeline(NUMERIC).fit(add_charge_per_call(x), y)
     nbmlops.package("churn", clf, x, target=y, preprocess=[add_charge_per_call], settings=settings)
     return settings
 

@@ -9,11 +9,6 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder
 
 import nbmlops
 from nbmlops._artifact_code.nbmlops_loader_v1 import predict_frame
@@ -24,6 +19,7 @@ from nbmlops.monitoring import monitor, parse_duration
 from nbmlops.predlog import ERROR, OK, REJECTED, LogRecord, PredictionLog
 from nbmlops.profile import build_profile
 from tests.conftest import outputs_text
+from tests.served_model import logistic_pipeline
 
 NUMERIC = ["tenure_months", "monthly_charges", "support_calls"]
 
@@ -84,15 +80,7 @@ def test_benjamini_hochberg_matches_the_textbook():
 def packaged_fixture(settings):
     df = make_churn(3000, seed=0)
     x, y = df.drop(columns="churned"), df["churned"]
-    clf = make_pipeline(
-        ColumnTransformer(
-            [
-                ("num", SimpleImputer(), NUMERIC),
-                ("cat", OneHotEncoder(handle_unknown="ignore"), ["contract", "region"]),
-            ]
-        ),
-        LogisticRegression(max_iter=1000),
-    ).fit(x, y)
+    clf = logistic_pipeline(NUMERIC).fit(x, y)
     nbmlops.package("churn", clf, x, target=y, eval=(x, y), settings=settings)
     return clf
 
