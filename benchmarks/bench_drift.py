@@ -32,8 +32,6 @@ between the bench_drift markers in benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib.metadata
 import json
 import math
 import os
@@ -741,10 +739,6 @@ def check_targets(sizes: dict, clean: dict) -> dict:
 
 
 def machine_info(args, evidently_info: list[str]) -> list[str]:
-    versions = []
-    for name in VERSIONS_OF:
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions.append(f"{name} {importlib.metadata.version(name)}")
     nb_runs = ", ".join(f"{r:,}: {args.nbmlops_clean_runs[r]}" for r in args.clean_sizes)
     ev_runs = ", ".join(f"{r:,}: {args.evidently_clean_runs[r]}" for r in args.clean_sizes)
     return [
@@ -752,7 +746,7 @@ def machine_info(args, evidently_info: list[str]) -> list[str]:
         f"- machine: {platform.platform()}, {os.cpu_count()} cores "
         f"({bench_package.cpu_model()}), {total_memory_gib():.0f} GiB",
         f"- python: {platform.python_version()} ({sys.executable})",
-        f"- packages: {', '.join(versions)}",
+        f"- packages: {bench_package.installed_versions(VERSIONS_OF)}",
         f"- Evidently venv ({EVIDENTLY_VENV.relative_to(ROOT)}): {', '.join(evidently_info)}",
         f"- nbmlops commit: {bench_package.git_commit()}",
         f"- load average (1 min) at start / end: {args.load_start:.2f} / "
@@ -814,15 +808,7 @@ upper bounds).
 
 
 def write_readme(section: str) -> None:
-    """Replace this benchmark's block (or append its section); other sections stay as they are."""
-    block = f"{START}\n{section}{END}\n"
-    text = README.read_text() if README.exists() else bench_package.README_INTRO
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        tail = rest.split(END, 1)[1].removeprefix("\n")
-        README.write_text(head + block + tail)
-    else:
-        README.write_text(text.rstrip("\n") + "\n\n" + SECTION_INTRO + block)
+    bench_package.write_section(section, START, END, SECTION_INTRO)
 
 
 # -- main ---------------------------------------------------------------------------------------

@@ -219,18 +219,23 @@ def step_medians(per_run: list[dict[str, float]]) -> dict[str, float]:
     return {name: statistics.median(run.get(name, 0.0) for run in per_run) for name in names}
 
 
-def machine_info(args: argparse.Namespace, fit_seconds: float) -> list[str]:
+def installed_versions(names) -> str:
+    """``name version`` of each installed distribution in ``names``, comma-separated."""
     versions = []
-    for name in VERSIONS_OF:
+    for name in names:
         try:
             versions.append(f"{name} {importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:
             continue
+    return ", ".join(versions)
+
+
+def machine_info(args: argparse.Namespace, fit_seconds: float) -> list[str]:
     return [
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {platform.platform()}, {os.cpu_count()} cores ({cpu_model()})",
         f"- python: {platform.python_version()} ({sys.executable})",
-        f"- packages: {', '.join(versions)}",
+        f"- packages: {installed_versions(VERSIONS_OF)}",
         f"- nbmlops commit: {git_commit()}",
         f"- load average (1 min) at start / end: {args.load_start:.2f} / {os.getloadavg()[0]:.2f} "
         "(other work on the machine makes the numbers noisier; min s is the least disturbed)",
@@ -311,18 +316,21 @@ def render(
     return "\n".join(lines) + "\n"
 
 
-def write_readme(section: str) -> None:
-    block = f"{START}\n{section}{END}\n"
-    if not README.exists():
-        README.write_text(README_INTRO + "### Results\n\n" + block)
-        return
-    text = README.read_text()
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        tail = rest.split(END, 1)[1].removeprefix("\n")
+def write_section(section: str, start: str, end: str, intro: str) -> None:
+    """Replace the text between a benchmark's markers in the README; without them, append
+    ``intro`` and the block. Other sections stay as they are."""
+    block = f"{start}\n{section}{end}\n"
+    text = README.read_text() if README.exists() else README_INTRO
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        tail = rest.split(end, 1)[1].removeprefix("\n")
         README.write_text(head + block + tail)
     else:
-        README.write_text(text.rstrip("\n") + "\n\n## bench_package.py results\n\n" + block)
+        README.write_text(text.rstrip("\n") + "\n\n" + intro + block)
+
+
+def write_readme(section: str) -> None:
+    write_section(section, START, END, "## bench_package.py results\n\n")
 
 
 # -- main ---------------------------------------------------------------------------------------

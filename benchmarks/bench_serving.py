@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.metadata
 import json
 import math
 import os
@@ -465,18 +464,12 @@ def run_load(
 
 
 def machine_info(args: argparse.Namespace) -> list[str]:
-    versions = []
-    for name in VERSIONS_OF:
-        try:
-            versions.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            continue
     return [
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {platform.platform()}, {os.cpu_count()} cores "
         f"({bench_package.cpu_model()}); load generator, servers and benchmark share them",
         f"- python: {platform.python_version()} ({sys.executable})",
-        f"- packages: {', '.join(versions)}",
+        f"- packages: {bench_package.installed_versions(VERSIONS_OF)}",
         f"- nbmlops commit: {bench_package.git_commit()}",
         f"- load average (1 min) at start / end: {args.load_start:.2f} / "
         f"{os.getloadavg()[0]:.2f} (other work on the machine makes the numbers noisier)",
@@ -625,15 +618,7 @@ def render(
 
 
 def write_readme(section: str) -> None:
-    """Replace the text between the bench_serving markers; add the section if it is missing."""
-    block = f"{START}\n{section}{END}\n"
-    text = README.read_text() if README.exists() else bench_package.README_INTRO
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        tail = rest.split(END, 1)[1].removeprefix("\n")
-        README.write_text(head + block + tail)
-    else:
-        README.write_text(text.rstrip("\n") + "\n\n" + SECTION_INTRO + block)
+    bench_package.write_section(section, START, END, SECTION_INTRO)
 
 
 # -- main ---------------------------------------------------------------------------------------
