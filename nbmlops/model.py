@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -42,6 +43,11 @@ class LoadedModel:
     def path(self) -> Path:
         return self.files.root
 
+    @cached_property
+    def digest(self) -> str:
+        """SHA-256 of the manifest: one hash for the whole artifact."""
+        return manifest_digest(self.path)
+
     @property
     def metadata(self) -> dict:
         config = self.files.config
@@ -55,7 +61,7 @@ class LoadedModel:
             "metrics": dict(self.lineage.metrics),
             "estimator_format": config["estimator_format"],
             "preprocess": list(config["preprocess"]),
-            "artifact_sha256": manifest_digest(self.path),
+            "artifact_sha256": self.digest,
             "path": str(self.path),
         }
         if self.version is not None:
@@ -76,7 +82,7 @@ class LoadedModel:
             schema=self.schema,
             lineage=self.lineage,
             primary_metric=self.files.config["primary_metric"],
-            artifact_digest=manifest_digest(self.path),
+            artifact_digest=self.digest,
             version=self.version.version if self.version else None,
             aliases=self.version.aliases if self.version else (),
             description=self.version.description if self.version else None,
