@@ -23,6 +23,7 @@ class ServerConfig:
     max_body_bytes: int = 5 * 1024 * 1024
     max_records: int = 10_000
     max_batch_rows: int = 2_000
+    max_batch_wait_ms: float = 5.0
     metrics: dict = field(default_factory=dict)
 
     def to_json(self) -> str:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import pandas as pd
+import collections
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -110,16 +111,17 @@ class ServerMetrics:
     def records_accepted(self, n: int) -> None:
         self.records.inc(n)
 
-    def observe_batch(self, rows: int, seconds: float, outputs: pd.DataFrame) -> None:
-        self.batch_rows.observe(rows)
+    def observe_batch(self, seconds: float, predictions: list) -> None:
+        """One micro-batch: its size, the model's time and its predictions (plain values)."""
+        self.batch_rows.observe(len(predictions))
         self.model_latency.observe(seconds)
-        predictions = outputs["prediction"]
         if self.classification:
-            for label, count in predictions.astype(str).value_counts().items():
-                self.predictions.labels(label=label).inc(int(count))
+            for label, count in collections.Counter(map(str, predictions)).items():
+                self.predictions.labels(label=label).inc(count)
         else:
-            for value in predictions.to_numpy(dtype=float):
-                self.prediction_values.observe(value)
+            for value in predictions:
+                if value is not None:
+                    self.prediction_values.observe(value)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 
 from nbmlops.errors import ValidationError
@@ -48,6 +49,7 @@ class Validator:
         self._categories = {
             c.name: frozenset(c.categories) for c in schema.columns if c.categories is not None
         }
+        self._builders = [(c.name, _builder(c)) for c in schema.columns]
 
     def frame(self, records: list) -> pd.DataFrame:
         """Validate ``records`` (a list of JSON objects) and return them as a typed frame."""
@@ -84,10 +86,8 @@ class Validator:
     def build(self, records: list[dict]) -> pd.DataFrame:
         """The frame of records that passed :meth:`check`, with the training dtypes."""
         return pd.DataFrame(
-            {
-                c.name: _series(c, [r[c.name] for r in records], self._categories.get(c.name))
-                for c in self.schema.columns
-            }
+            {name: build([r[name] for r in records]) for name, build in self._builders},
+            copy=False,
         )
 
     def _check(self, name: str, value) -> str | None:
@@ -156,17 +156,51 @@ def _check_datetime(value) -> str | None:
     return None
 
 
-def _series(column: Column, values: list, categories: frozenset | None) -> pd.Series:
+def _builder(column: Column):
+    """A function ``values -> column array`` with the training dtype of ``column``.
+
+    Building pandas objects from a few values costs more than scoring them, so the common
+    dtypes get a direct constructor with everything that does not depend on the values
+    prepared once; the rest (and categories never seen in training) take pandas' general path.
+    """
     dtype = column.dtype
-    if dtype == "category":
-        known = list(column.categories or ())
-        extra = sorted({v for v in values if v is not None and v not in categories}, key=str)
-        return pd.Series(pd.Categorical(values, categories=known + extra))
-    if column.kind == "datetime":
-        return pd.Series(pd.to_datetime(values)).astype(dtype)
     if column.kind == "numeric" and column.nullable and dtype.startswith("int"):
         dtype = "float64"
-    return pd.Series(values, dtype=dtype)
+    if dtype == "category":
+        return _category_builder(list(column.categories or ()))
+    if column.kind == "datetime":
+        return lambda values: pd.Series(pd.to_datetime(values)).astype(dtype)
+    if dtype in ("str", "string"):
+        string_dtype = pd.api.types.pandas_dtype(dtype)
+        return lambda values: pd.array(values, dtype=string_dtype)
+    numpy_dtype = _numpy_dtype(dtype)
+    if numpy_dtype is not None and not (numpy_dtype.kind == "b" and column.nullable):
+        return lambda values: np.array(values, dtype=numpy_dtype)
+    return lambda values: pd.Series(values, dtype=dtype)
+
+
+def _category_builder(known: list):
+    category_dtype = pd.CategoricalDtype(known)
+    codes = {value: code for code, value in enumerate(known)}
+    codes[None] = -1
+
+    def build(values: list):
+        try:
+            return pd.Categorical.from_codes([codes[v] for v in values], dtype=category_dtype)
+        except (KeyError, TypeError):  # a category never seen in training (allowed) or unhashable
+            extra = sorted({v for v in values if v is not None and v not in codes}, key=str)
+            return pd.Categorical(values, categories=known + extra)
+
+    return build
+
+
+def _numpy_dtype(dtype: str) -> np.dtype | None:
+    """The numpy dtype of a bool, integer or float column, or None for anything else."""
+    try:
+        numpy_dtype = np.dtype(dtype)
+    except TypeError:
+        return None
+    return numpy_dtype if numpy_dtype.kind in "biuf" else None
 
 
 def _json_type(value) -> str:

@@ -215,8 +215,14 @@ def test_metadata_and_docs(client):
     assert "/predict" in client.get("/openapi.json").json()["paths"]
 
 
-def test_every_concurrent_prediction_is_logged_once(store, server):
-    before = log_counts(store)["ok"]
+def model_calls(client) -> float:
+    text = client.get("/metrics").text
+    line = next(x for x in text.splitlines() if x.startswith("nbmlops_batch_rows_count"))
+    return float(line.split()[-1])
+
+
+def test_every_concurrent_prediction_is_logged_once(store, server, client):
+    before, calls_before = log_counts(store)["ok"], model_calls(client)
     frame = rows(1)
 
     def call(_):
@@ -226,6 +232,8 @@ def test_every_concurrent_prediction_is_logged_once(store, server):
         served = sum(pool.map(call, range(200)))
     assert served == 200
     assert log_counts(store)["ok"] - before == 200
+    # concurrent callers were micro-batched: fewer model calls than requests
+    assert model_calls(client) - calls_before < 150
 
 
 def test_token_is_required_when_set_and_open_hosts_need_one(store):

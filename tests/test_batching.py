@@ -1,0 +1,129 @@
+"""The micro-batcher on its own: who is scored together, when it waits, where the model runs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from nbmlops.server import MicroBatcher
+
+
+class Recorder:
+    """A score function that records each batch and answers every record with its batch size."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.seconds = seconds
+        self.batches: list[int] = []
+        self.threads: list[str] = []
+
+    def __call__(self, jobs):
+        time.sleep(self.seconds)
+        self.batches.append(len(jobs))
+        self.threads.append(threading.current_thread().name)
+        return [[len(jobs)] * len(job.records) for job in jobs]
+
+
+async def closed_loop(batcher: MicroBatcher, callers: int, rounds: int) -> None:
+    """``callers`` clients, each sending again as soon as it has its answer."""
+
+    async def caller(index: int):
+        for _ in range(rounds):
+            await batcher.submit([{"x": 1}], "/predict", time.perf_counter())
+            await asyncio.sleep(0.0003 * index)  # clients take their own time to send again
+
+    await asyncio.gather(*(caller(i) for i in range(callers)))
+
+
+def run(coro_factory):
+    async def main():
+        return await coro_factory()
+
+    return asyncio.run(main())
+
+
+def test_steady_concurrent_callers_share_one_model_call():
+    score = Recorder(seconds=0.002)
+
+    async def scenario():
+        batcher = MicroBatcher(score, max_rows=1000, max_wait=0.05)
+        batcher.start()
+        await closed_loop(batcher, callers=16, rounds=20)
+        await batcher.stop()
+
+    run(scenario)
+    assert sum(score.batches) == 16 * 20
+    # once the batcher has seen 16 callers, it scores all of them together
+    assert score.batches[-10:] == [16] * 10
+
+
+def test_a_lone_caller_is_not_kept_waiting():
+    score = Recorder()
+
+    async def scenario():
+        batcher = MicroBatcher(score, max_rows=1000, max_wait=5.0)
+        batcher.start()
+        started = time.perf_counter()
+        for _ in range(5):
+            await batcher.submit([{"x": 1}], "/predict", time.perf_counter())
+        elapsed = time.perf_counter() - started
+        await batcher.stop()
+        return elapsed
+
+    # the bounded wait is 5 s; a caller alone never waits for company
+    assert run(scenario) < 2.0
+    assert score.batches == [1] * 5
+
+
+def test_batches_respect_the_row_limit():
+    score = Recorder(seconds=0.001)
+
+    async def scenario():
+        batcher = MicroBatcher(score, max_rows=4, max_wait=0.05)
+        batcher.start()
+        await closed_loop(batcher, callers=10, rounds=5)
+        await batcher.stop()
+
+    run(scenario)
+    assert max(score.batches) <= 4 and sum(score.batches) == 50
+
+
+def test_slow_models_run_off_the_event_loop_and_quick_ones_on_it():
+    quick, slow = Recorder(), Recorder(seconds=MicroBatcher.INLINE_SECONDS * 2)
+
+    async def scenario(score):
+        batcher = MicroBatcher(score, max_rows=1000, max_wait=0.01)
+        batcher.start()
+        for _ in range(4):
+            await batcher.submit([{"x": 1}], "/predict", time.perf_counter())
+        await batcher.stop()
+
+    asyncio.run(scenario(quick))
+    asyncio.run(scenario(slow))
+    main = threading.main_thread().name
+    # the first batch always goes to the model thread; a quick model then runs on the loop
+    assert quick.threads[0] != main and quick.threads[1:] == [main] * 3
+    assert main not in slow.threads
+
+
+def test_a_failing_batch_fails_its_callers_only():
+    calls = []
+
+    def score(jobs):
+        calls.append(len(jobs))
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return [[0] * len(job.records) for job in jobs]
+
+    async def scenario():
+        batcher = MicroBatcher(score, max_rows=1000, max_wait=0.01)
+        batcher.start()
+        first = await asyncio.gather(
+            batcher.submit([{"x": 1}], "/predict", 0.0), return_exceptions=True
+        )
+        second = await batcher.submit([{"x": 1}], "/predict", 0.0)
+        await batcher.stop()
+        return first, second
+
+    first, second = run(scenario)
+    assert isinstance(first[0], RuntimeError) and second == [0]

@@ -1,0 +1,73 @@
+"""Records checked against schema.json and built back into the frame the model was trained on."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nbmlops.errors import ValidationError
+from nbmlops.schema import infer_schema
+from nbmlops.validation import Validator
+
+
+@pytest.fixture
+def training() -> pd.DataFrame:
+    n = 40
+    rng = np.random.default_rng(3)
+    return pd.DataFrame(
+        {
+            "amount": rng.normal(100, 10, n).round(2),
+            "calls": rng.integers(0, 9, n),
+            "calls_or_missing": pd.array([None if i % 7 == 0 else i for i in range(n)], "Int64"),
+            "plan": pd.Categorical(rng.choice(["basic", "plus", "pro"], n)),
+            "city": pd.array(rng.choice(["oslo", "lima", None], n), dtype="string"),
+            "region": pd.array(rng.choice(["east", "west"], n), dtype="str"),
+            "flag": rng.random(n) < 0.5,
+            "when": pd.date_range("2026-01-01", periods=n, freq="h"),
+        }
+    )
+
+
+def validator(training: pd.DataFrame, unknown: str = "reject") -> Validator:
+    predictions = pd.Series(np.zeros(len(training), dtype=int))
+    schema = infer_schema(training, "classification", predictions, [0, 1])
+    return Validator(schema, unknown)
+
+
+def as_records(frame: pd.DataFrame) -> list[dict]:
+    return json.loads(frame.to_json(orient="records", date_format="iso"))
+
+
+@pytest.mark.parametrize("rows", [1, 3, 40])
+def test_records_build_back_with_the_training_dtypes_and_values(training, rows):
+    part = training.iloc[:rows]
+    built = validator(training).frame(as_records(part))
+    assert list(built.columns) == list(training.columns)
+    for name in training.columns:
+        want, got = part[name], built[name]
+        assert got.dtype == want.dtype, name
+        assert got.tolist() == want.tolist(), name
+    assert list(built["plan"].cat.categories) == ["basic", "plus", "pro"]
+
+
+def test_unseen_categories_are_named_or_kept_when_allowed(training):
+    record = as_records(training.iloc[:1])[0] | {"plan": "enterprise"}
+    with pytest.raises(ValidationError) as caught:
+        validator(training).frame([record])
+    (problem,) = caught.value.problems
+    assert (problem.record, problem.field) == (0, "plan") and "never seen" in problem.message
+    built = validator(training, "allow").frame([record, as_records(training.iloc[1:2])[0]])
+    assert built["plan"].tolist()[0] == "enterprise"
+    assert list(built["plan"].cat.categories)[:3] == ["basic", "plus", "pro"]
+
+
+def test_each_bad_value_is_named_by_record_and_field(training):
+    good = as_records(training.iloc[:2])
+    bad = [good[0] | {"amount": "lots", "flag": 1}, good[1] | {"calls": 2.5, "region": None}]
+    with pytest.raises(ValidationError) as caught:
+        validator(training).frame(bad)
+    named = {(p.record, p.field) for p in caught.value.problems}
+    assert named == {(0, "amount"), (0, "flag"), (1, "calls"), (1, "region")}
