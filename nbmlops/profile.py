@@ -12,13 +12,16 @@ from nbmlops.schema import check_format_version, column_kind, to_json_value
 FORMAT_VERSION = 1
 N_BINS = 20
 SAMPLE_SIZE = 2000
+#: Quantiles of each numeric column kept for drift: its distribution to within 1/2000.
+N_QUANTILES = 1000
 MAX_FREQUENCIES = 200
 _QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 
 @dataclass(frozen=True)
 class ColumnProfile:
-    """Distribution of one column: bins or category counts, null rate, stats, a sample."""
+    """Distribution of one column: bins or category counts, null rate, stats, a sample and
+    (numeric) quantiles."""
 
     name: str
     kind: str
@@ -29,6 +32,12 @@ class ColumnProfile:
     bin_counts: tuple[int, ...] | None = None
     frequencies: dict | None = None
     sample: tuple = ()
+    quantiles: tuple[float, ...] = ()
+
+    @property
+    def n_values(self) -> int:
+        """How many non-missing values were profiled."""
+        return round(self.count * (1 - self.null_rate))
 
     def to_dict(self) -> dict:
         data = {
@@ -39,6 +48,8 @@ class ColumnProfile:
             "stats": self.stats,
             "sample": list(self.sample),
         }
+        if self.quantiles:
+            data["quantiles"] = list(self.quantiles)
         if self.bin_edges is not None:
             data["bins"] = {"edges": list(self.bin_edges), "counts": list(self.bin_counts)}
         if self.frequencies is not None:
@@ -59,6 +70,7 @@ class ColumnProfile:
             bin_counts=None if bins is None else tuple(bins["counts"]),
             frequencies=None if freqs is None else {k: v for k, v in freqs},
             sample=tuple(data.get("sample", ())),
+            quantiles=tuple(data.get("quantiles", ())),
         )
 
 
@@ -125,13 +137,13 @@ def _numeric_profile(base: dict, values: np.ndarray, rng: np.random.Generator) -
     values = values[np.isfinite(values)]
     if not len(values):
         return ColumnProfile(**base)
-    quantiles = np.quantile(values, _QUANTILES)
+    points = np.quantile(values, _QUANTILES)
     stats = {
         "mean": float(values.mean()),
         "std": float(values.std()),
         "min": float(values.min()),
         "max": float(values.max()),
-        **{f"p{round(q * 100):02d}": float(v) for q, v in zip(_QUANTILES, quantiles, strict=True)},
+        **{f"p{round(q * 100):02d}": float(v) for q, v in zip(_QUANTILES, points, strict=True)},
     }
     edges = np.unique(np.quantile(values, np.linspace(0, 1, N_BINS + 1)))
     if len(edges) == 1:
@@ -144,7 +156,16 @@ def _numeric_profile(base: dict, values: np.ndarray, rng: np.random.Generator) -
         bin_edges=tuple(float(e) for e in edges),
         bin_counts=tuple(int(c) for c in counts),
         sample=tuple(float(v) for v in _sample(values, rng)),
+        quantiles=tuple(float(v) for v in reference_quantiles(values)),
     )
+
+
+def reference_quantiles(values: np.ndarray) -> np.ndarray:
+    """The ``N_QUANTILES`` quantiles at probabilities (k + 0.5) / N_QUANTILES, each an actual
+    value (``inverted_cdf``): the share of them at or below any x is the share of ``values``
+    at or below x, to within 1 / (2 N_QUANTILES), for continuous and discrete columns alike."""
+    probabilities = (np.arange(N_QUANTILES) + 0.5) / N_QUANTILES
+    return np.quantile(values, probabilities, method="inverted_cdf")
 
 
 def _categorical_profile(base: dict, values: pd.Series, rng: np.random.Generator) -> ColumnProfile:
