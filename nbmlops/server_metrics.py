@@ -1,8 +1,14 @@
-"""Prometheus metrics of one prediction server, in a registry of its own."""
+"""Prometheus metrics of one prediction server, in a registry of its own.
+
+With several uvicorn workers (``PROMETHEUS_MULTIPROC_DIR`` set by the service), each worker
+counts in files of that directory and ``/metrics`` adds up all the workers' counts, whichever
+worker answers the scrape.
+"""
 
 from __future__ import annotations
 
 import collections
+import os
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -12,6 +18,7 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
     generate_latest,
+    multiprocess,
 )
 
 from nbmlops.profile import Profile
@@ -82,6 +89,7 @@ class ServerMetrics:
             "The model this server serves (always 1)",
             ["model", "version", "task"],
             registry=self.registry,
+            multiprocess_mode="max",
         )
         self.info.labels(model=name, version=version, task=schema.task).set(1)
         self.classification = schema.classes is not None
@@ -124,4 +132,8 @@ class ServerMetrics:
                     self.prediction_values.observe(value)
 
     def render(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        registry = self.registry
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -12,10 +12,12 @@ import contextlib
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -351,6 +353,9 @@ def run(config: ServerConfig, workers: int = 1, parent_pid: int | None = None) -
         from uvicorn.supervisors import Multiprocess
 
         os.environ["NBMLOPS_SERVER_CONFIG"] = config.to_json()
+        # Each worker counts in files here, and /metrics adds them up across the workers.
+        metrics_dir = tempfile.mkdtemp(prefix="nbmlops-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         multi = uvicorn.Config(
             "nbmlops.service:app_from_env",
             factory=True,
@@ -365,7 +370,10 @@ def run(config: ServerConfig, workers: int = 1, parent_pid: int | None = None) -
         # connections and every kept-alive answer waits ~40 ms for a delayed ACK
         # (uvicorn issue 3149); rewrapping the socket fixes it.
         sock = socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
-        Multiprocess(multi, sockets=[sock]).run()
+        try:
+            Multiprocess(multi, sockets=[sock]).run()
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
         return
     from nbmlops.server import create_app
 

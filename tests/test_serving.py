@@ -323,3 +323,26 @@ def test_kill_9_loses_no_answered_prediction(store):
     log.close()
     missing = [i for i in answered if i not in logged]
     assert missing == [], f"{len(missing)} answered predictions are not in the log"
+
+
+def test_two_workers_log_everything_and_metrics_add_up_across_them(store):
+    handle = serve("churn", settings=store, workers=2)
+    try:
+        before = log_counts(store)["ok"]
+        body = {"records": records(rows(2))}
+
+        def call(_):
+            # a fresh connection each time, so that both workers take requests
+            with httpx.Client(base_url=handle.url, timeout=30) as http:
+                return http.post("/predict", json=body).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(call, range(60)))
+        assert statuses == [200] * 60
+        assert log_counts(store)["ok"] - before == 120
+        want = 'nbmlops_requests_total{endpoint="/predict",status="200"} 60.0'
+        for _ in range(6):  # whichever worker answers the scrape
+            with httpx.Client(base_url=handle.url, timeout=30) as http:
+                assert want in http.get("/metrics").text
+    finally:
+        handle.stop()
