@@ -178,7 +178,11 @@ def monitor(
     log = PredictionLog(settings.home / "predictions.db")
     try:
         rows = log.frame(
-            name, version, since=start.timestamp() if start else None, until=now.timestamp() + 1
+            name,
+            version,
+            since=start.timestamp() if start else None,
+            until=now.timestamp() + 1,
+            columns=("ts", "status", "latency_ms", "inputs", "outputs"),
         )
     finally:
         log.close()
