@@ -21,11 +21,18 @@ from nbmlops.schema import Schema
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A verified artifact: ``.predict(df)`` plus its schema, profile, lineage and metadata."""
+    """A verified artifact: ``.predict(df)`` plus its schema, profile, lineage and metadata.
+
+    The estimator and the preprocessing load on first use: the monitor, the card and the
+    metadata need only the artifact's JSON files.
+    """
 
     files: ArtifactFiles
-    predictor: ArtifactPredictor
     version: ModelVersion | None = None
+
+    @cached_property
+    def predictor(self) -> ArtifactPredictor:
+        return ArtifactPredictor(self.path)  # checks the manifest again: files may change
 
     @property
     def schema(self) -> Schema:
@@ -125,6 +132,4 @@ def _is_folder(ref: str | Path) -> bool:
 
 
 def _load_dir(root: Path, version: ModelVersion | None) -> LoadedModel:
-    files = ArtifactFiles.read(root)
-    predictor = ArtifactPredictor(root, verify=False)
-    return LoadedModel(files=files, predictor=predictor, version=version)
+    return LoadedModel(files=ArtifactFiles.read(root), version=version)

@@ -7,7 +7,6 @@ reference profile and packaged metrics. Status: ``alert`` when a threshold is br
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from nbmlops.drift import FeatureDrift, Thresholds, detect_drift
 from nbmlops.errors import UsageError
 from nbmlops.evaluate import LOWER_IS_BETTER, evaluate
 from nbmlops.model import load
-from nbmlops.predlog import ERROR, OK, REJECTED, PredictionLog
+from nbmlops.predlog import ERROR, REJECTED, PredictionLog, Window
 
 OK_STATUS, WARNING, ALERT = "ok", "warning", "alert"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
@@ -177,23 +176,17 @@ def monitor(
     name, version = loaded.metadata["name"], str(loaded.metadata["version"])
     log = PredictionLog(settings.home / "predictions.db")
     try:
-        rows = log.frame(
-            name,
-            version,
-            since=start.timestamp() if start else None,
-            until=now.timestamp() + 1,
-            columns=("ts", "status", "latency_ms", "inputs", "outputs"),
+        logged = log.window(
+            name, version, since=start.timestamp() if start else None, until=now.timestamp() + 1
         )
     finally:
         log.close()
-    return build_report(loaded, rows, thresholds, start, now)
+    return build_report(loaded, logged, thresholds, start, now)
 
 
-def build_report(loaded, rows: pd.DataFrame, thresholds: MonitorThresholds, start, now):
-    """The report for log ``rows`` of the version ``loaded`` (see :func:`monitor`)."""
-    scored = rows[rows["status"] == OK]
-    inputs = _json_frame(scored["inputs"])
-    outputs = _json_frame(scored["outputs"])
+def build_report(loaded, window: Window, thresholds: MonitorThresholds, start, now):
+    """The report for the log ``window`` of the version ``loaded`` (see :func:`monitor`)."""
+    scored, inputs, outputs = window.scored, window.inputs, window.outputs
     profile, schema = loaded.profile, loaded.schema
     features = detect_drift(list(profile.columns), inputs, thresholds.drift)
     prediction_ref = next((p for p in profile.predictions if p.name == "prediction"), None)
@@ -209,10 +202,10 @@ def build_report(loaded, rows: pd.DataFrame, thresholds: MonitorThresholds, star
         sorted(features, key=lambda f: (not f.drifted, not f.significant, -(f.psi or 0)))
     )
     n = len(scored)
-    counts = rows["status"].value_counts()
-    errors, rejected = int(counts.get(ERROR, 0)), int(counts.get(REJECTED, 0))
+    errors, rejected = window.statuses.get(ERROR, 0), window.statuses.get(REJECTED, 0)
+    total = sum(window.statuses.values())
     error_rate = errors / (n + errors) if n + errors else None
-    rejected_rate = rejected / len(rows) if len(rows) else None
+    rejected_rate = rejected / total if total else None
     latency = _latency(scored["latency_ms"])
     created = datetime.fromisoformat(loaded.lineage.created)
     staleness = (now - created).total_seconds() / 86400
@@ -250,22 +243,6 @@ def _window_start(now: datetime, window: str | None, since: str | None) -> datet
     if since:
         starts.append(parse_time(since))
     return max(starts) if starts else None
-
-
-def _json_frame(column: pd.Series) -> pd.DataFrame:
-    """Parse a column of JSON objects (one per row) into a frame, quickly."""
-    if column.empty:
-        return pd.DataFrame()
-    text = "\n".join(column.tolist())
-    try:
-        import pyarrow.json
-
-        frame = pyarrow.json.read_json(io.BytesIO(text.encode())).to_pandas()
-    except (ImportError, ValueError, TypeError):
-        # pyarrow parses ~10x faster; pandas copes with what it refuses (mixed types)
-        frame = pd.read_json(io.StringIO(text), lines=True, dtype=False)
-    frame.index = column.index
-    return frame
 
 
 def _latency(values: pd.Series) -> dict:
