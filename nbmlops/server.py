@@ -63,10 +63,11 @@ class _Job:
 class MicroBatcher:
     """Scores concurrent requests together: while one batch is in the model, the next forms.
 
-    A lone caller is scored at once. When more callers were recently in flight than have
-    queued, the batch waits for the missing ones, at most ``max_wait`` seconds: under a steady
-    load the callers answered by the previous batch are about to send again, and one model call
-    for all of them costs about what a call for one costs.
+    A lone caller is scored at once. Under load (requests arriving, on average, closer together
+    than a model call takes) and with more callers recently in flight than have queued, the
+    batch waits for the missing ones, at most ``max_wait`` seconds: the callers answered by the
+    previous batch are about to send again, and one model call for all of them costs about
+    what a call for one costs. Light traffic never waits: there, batching would save nothing.
 
     A quick model is called on the event loop itself: handing a batch to a thread and back
     costs about 1 ms, a fifth of a small scikit-learn pipeline's time, and the GIL lets the
@@ -77,6 +78,10 @@ class MicroBatcher:
 
     #: How many recent batches the estimate of concurrent callers remembers.
     MEMORY = 8
+    #: Weight of the newest batch in the running mean of the model's time per batch.
+    SMOOTHING = 0.1
+    #: Arrivals over this many seconds give the traffic's rate.
+    HORIZON = 0.25
     #: Batches of a model faster than this run on the event loop.
     INLINE_SECONDS = 0.02
 
@@ -92,6 +97,8 @@ class MicroBatcher:
         self._peak = 0
         self._peaks: collections.deque[int] = collections.deque([1], maxlen=self.MEMORY)
         self._inline = False  # the first batch (imports, caches) is often slow
+        self._arrivals: collections.deque[float] = collections.deque()
+        self._model_seconds = math.nan  # running mean of a batch's time in the model
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -104,7 +111,9 @@ class MicroBatcher:
         self._executor.shutdown(wait=True)
 
     async def submit(self, records: list[dict], endpoint: str, started: float):
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._arrivals.append(loop.time())
         self._active += 1
         self._peak = max(self._peak, self._active)
         self._queue.append(_Job(records, endpoint, started, future))
@@ -128,7 +137,7 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while not self._queue:
             await self._next_arrival(None)
-        expected = max(self._peaks)
+        expected = max(self._peaks) if self._busy(loop.time()) else 1
         deadline = loop.time() + self._max_wait
         jobs, rows = [], 0
         while rows < self._max_rows:
@@ -137,12 +146,23 @@ class MicroBatcher:
                 jobs.append(job)
                 rows += len(job.records)
                 continue
+            if len(jobs) >= expected:
+                break
             left = deadline - loop.time()
-            if len(jobs) >= expected or left <= 0 or not await self._next_arrival(left):
+            if left <= 0 or not await self._next_arrival(left):
+                # fewer callers than lately: expect what came until more are seen again
+                self._peaks.clear()
+                self._peak = len(jobs)
                 break
         self._peaks.append(self._peak)
         self._peak = self._active
         return jobs
+
+    def _busy(self, now: float) -> bool:
+        """Whether requests arrive, on average, closer together than a model call takes."""
+        while self._arrivals and self._arrivals[0] < now - self.HORIZON:
+            self._arrivals.popleft()
+        return len(self._arrivals) * self._model_seconds > self.HORIZON
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -160,10 +180,18 @@ class MicroBatcher:
                         job.future.set_exception(exc)
                 continue
             finally:
-                self._inline = time.perf_counter() - started < self.INLINE_SECONDS
+                seconds = time.perf_counter() - started
+                self._inline = seconds < self.INLINE_SECONDS
+                self._model_seconds = _smooth(self._model_seconds, seconds, self.SMOOTHING)
+                if math.isnan(self._model_seconds):
+                    self._model_seconds = seconds
             for job, result in zip(jobs, results, strict=True):
                 if not job.future.done():
                     job.future.set_result(result)
+
+
+def _smooth(mean: float, sample: float, weight: float) -> float:
+    return mean + weight * (sample - mean)
 
 
 class Service:
