@@ -63,11 +63,12 @@ class _Job:
 class MicroBatcher:
     """Scores concurrent requests together: while one batch is in the model, the next forms.
 
-    A lone caller is scored at once. Under load (requests arriving, on average, closer together
-    than a model call takes) and with more callers recently in flight than have queued, the
-    batch waits for the missing ones, at most ``max_wait`` seconds: the callers answered by the
-    previous batch are about to send again, and one model call for all of them costs about
-    what a call for one costs. Light traffic never waits: there, batching would save nothing.
+    A lone caller is scored at once, and requests already received join it. Under load
+    (requests arriving, on average, closer together than a model call takes) and with more
+    callers recently in flight than have queued, the batch waits for the missing ones, at most
+    ``max_wait`` seconds: the callers answered by the previous batch are about to send again,
+    and one model call for all of them costs about what a call for one costs. Light traffic
+    never waits: there, batching would save nothing.
 
     A quick model is called on the event loop itself: handing a batch to a thread and back
     costs about 1 ms, a fifth of a small scikit-learn pipeline's time, and the GIL lets the
@@ -82,6 +83,8 @@ class MicroBatcher:
     SMOOTHING = 0.1
     #: Arrivals over this many seconds give the traffic's rate.
     HORIZON = 0.25
+    #: Turns of the event loop a batch gives requests already received before it is closed.
+    SETTLE_PASSES = 8
     #: Batches of a model faster than this run on the event loop.
     INLINE_SECONDS = 0.02
 
@@ -137,6 +140,10 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while not self._queue:
             await self._next_arrival(None)
+        # Requests already read from their sockets are a few steps from the queue: let them
+        # arrive (a pass costs microseconds when there is nothing to do).
+        for _ in range(self.SETTLE_PASSES):
+            await asyncio.sleep(0)
         expected = max(self._peaks) if self._busy(loop.time()) else 1
         deadline = loop.time() + self._max_wait
         jobs, rows = [], 0
