@@ -20,8 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow
-import pyarrow.json
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -167,7 +165,7 @@ class PredictionLog:
         """What the monitor reads for one version and time range, parsed in bulk: a million
         logged records take seconds, not minutes."""
         where, args = _where(model, version, since, until)
-        scored = f"FROM predictions p WHERE {where} AND p.status = '{OK}'"
+        scored = f"{where} AND p.status = '{OK}'"
         # A million rows are a million tuples: the cyclic collector would walk them again and
         # again while they pile up (about a third of the time), and none of them is a cycle.
         with self._lock, _collector_paused():
@@ -176,11 +174,13 @@ class PredictionLog:
                 args,
             ).fetchall()
             rows = self._db.execute(
-                f"SELECT p.rowid, p.ts, p.latency_ms, p.inputs, p.outputs {scored} ORDER BY p.ts",
+                "SELECT p.rowid, p.ts, p.latency_ms, p.inputs, p.outputs FROM predictions p "
+                f"WHERE {scored} ORDER BY p.ts",
                 args,
             ).fetchall()
             labels = self._db.execute(
-                f"SELECT p.rowid, f.label {scored.replace('FROM predictions p', _JOINED)}",
+                "SELECT p.rowid, f.label FROM feedback f JOIN predictions p ON p.id = f.id "
+                f"WHERE {scored}",
                 args,
             ).fetchall()
             rowids, ts, latency, inputs, outputs = zip(*rows, strict=True) if rows else ((),) * 5
@@ -217,9 +217,6 @@ class Window:
     outputs: pd.DataFrame
 
 
-_JOINED = "FROM feedback f JOIN predictions p ON p.id = f.id"
-
-
 @contextlib.contextmanager
 def _collector_paused():
     enabled = gc.isenabled()
@@ -244,10 +241,12 @@ def _json_lines_frame(texts: Sequence[str]) -> pd.DataFrame:
     """One JSON object per text, as a frame, parsed in one go."""
     if not texts:
         return pd.DataFrame()
+    import pyarrow.json  # the server, which imports this module, never parses
+
     data = "\n".join(texts).encode()
     try:
         return pyarrow.json.read_json(io.BytesIO(data)).to_pandas()
-    except (pyarrow.ArrowInvalid, TypeError):
+    except (ValueError, TypeError):
         # pyarrow parses ~10x faster; pandas copes with what it refuses (mixed types)
         return pd.read_json(io.BytesIO(data), lines=True, dtype=False)
 

@@ -1,0 +1,52 @@
+"""The prediction log read back for the monitor: statuses, scored rows, feedback by id."""
+
+from __future__ import annotations
+
+import json
+
+from nbmlops.predlog import ERROR, OK, REJECTED, LogRecord, PredictionLog
+
+
+def record(i: int, status: str = OK, ts: float | None = None, **inputs) -> LogRecord:
+    return LogRecord(
+        id=f"id{i}",
+        ts=1000.0 + i if ts is None else ts,
+        model="churn",
+        version="1",
+        route="primary",
+        endpoint="/predict",
+        status=status,
+        latency_ms=2.0 + i,
+        inputs=inputs or {"x": float(i), "city": f"c{i % 3}"},
+        outputs={"prediction": i % 2} if status == OK else None,
+        error=None if status == OK else "bad",
+    )
+
+
+def test_window_reads_statuses_scored_rows_and_feedback_by_id(tmp_path):
+    log = PredictionLog(tmp_path / "predictions.db")
+    # written out of time order: the window comes back in time order
+    log.write([record(i) for i in (5, 3, 1, 4, 2, 0)])
+    log.write([record(10, REJECTED), record(11, ERROR), record(12, OK, ts=5000.0)])
+    assert log.add_feedback([("id4", 1), ("id1", 0)], ts=2000.0) == []
+
+    window = log.window("churn", "1", since=1000.0, until=1100.0)
+    assert window.statuses == {OK: 6, REJECTED: 1, ERROR: 1}
+    assert window.scored["ts"].tolist() == [1000.0 + i for i in range(6)]
+    assert window.scored["latency_ms"].tolist() == [2.0 + i for i in range(6)]
+    assert window.inputs["x"].tolist() == [float(i) for i in range(6)]
+    assert window.inputs["city"].tolist() == [f"c{i % 3}" for i in range(6)]
+    assert window.outputs["prediction"].tolist() == [i % 2 for i in range(6)]
+    labels = [None if v is None else json.loads(v) for v in window.scored["feedback"]]
+    assert labels == [None, 0, None, None, 1, None]
+    log.close()
+
+
+def test_window_copes_with_values_of_mixed_types_and_an_empty_range(tmp_path):
+    log = PredictionLog(tmp_path / "predictions.db")
+    log.write([record(0, x=1.5, city="a"), record(1, x="n/a", city="b")])
+    window = log.window("churn", "1")
+    assert window.inputs["x"].tolist() == [1.5, "n/a"]
+    empty = log.window("churn", "1", since=9999.0)
+    assert empty.statuses == {} and empty.scored.empty and empty.inputs.empty
+    log.close()
