@@ -17,6 +17,7 @@ from nbmlops.lineage import Lineage
 from nbmlops.profile import Profile
 from nbmlops.registry import ModelVersion, Registry
 from nbmlops.schema import Schema
+from nbmlops.validation import REJECT, Validator
 
 
 @dataclass(frozen=True)
@@ -95,16 +96,17 @@ class LoadedModel:
             description=self.version.description if self.version else None,
         )
 
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Predict raw rows: a ``prediction`` column and, for classifiers, ``proba_<label>``."""
+    def predict(self, frame: pd.DataFrame, unknown_categories: str = REJECT) -> pd.DataFrame:
+        """Predict raw rows: a ``prediction`` column and, for classifiers, ``proba_<label>``.
+
+        The rows are checked against the schema first, as the server checks them: a missing
+        column, a value of the wrong type, a null where training had none or a category never
+        seen in training (unless ``unknown_categories="allow"``) raises
+        :class:`~nbmlops.errors.ValidationError` naming each row (by position) and column.
+        """
         if not isinstance(frame, pd.DataFrame):
             raise UsageError(f"predict takes a pandas DataFrame, got {type(frame).__name__}")
-        missing = [c for c in self.schema.names if c not in frame.columns]
-        if missing:
-            raise UsageError(
-                f"the input lacks the columns {missing} that {self.metadata['name']} was "
-                f"trained on; expected {self.schema.names}"
-            )
+        Validator(self.schema, unknown_categories).check_frame(frame)
         return self.predictor.predict(frame[self.schema.names])
 
     def _repr_html_(self) -> str:

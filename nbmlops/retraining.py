@@ -248,7 +248,8 @@ def _score(registry: Registry, version: ModelVersion, x_eval, y_eval) -> dict[st
     from nbmlops.model import load
 
     model = load(version.ref, registry.settings)
-    outputs = model.predict(x_eval)
+    # new data may well hold categories an older model never saw: it must still be scored
+    outputs = model.predict(x_eval, unknown_categories="allow")
     return evaluate(outputs, y_eval, model.schema.task, model.schema.classes)
 
 

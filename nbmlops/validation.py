@@ -83,6 +83,55 @@ class Validator:
         if problems:
             raise ValidationError(problems[:MAX_PROBLEMS])
 
+    def check_frame(self, frame: pd.DataFrame) -> None:
+        """Raise :class:`ValidationError` naming each offending row (by position) and column
+        of ``frame``: the checks of :meth:`check`, vectorised for frames of any size."""
+        problems = [
+            Problem(None, name, "missing column") for name in self._names if name not in frame
+        ]
+        for column in self.schema.columns:
+            if column.name in frame:
+                problems += self._frame_column_problems(column, frame[column.name])
+            if len(problems) >= MAX_PROBLEMS:
+                break
+        if problems:
+            raise ValidationError(problems[:MAX_PROBLEMS])
+
+    def _frame_column_problems(self, column: Column, series: pd.Series) -> list[Problem]:
+        """Problems of one column; a column already of a fitting dtype costs next to nothing."""
+        name, dtype = column.name, series.dtype
+        missing = series.isna().to_numpy()
+        if not column.nullable and missing.any():
+            return _rows(missing, name, "null is not allowed: training data had no missing values")
+        is_bool = pd.api.types.is_bool_dtype(dtype)
+        if column.kind == "numeric":
+            if not pd.api.types.is_numeric_dtype(dtype) or is_bool:
+                numbers = pd.to_numeric(series, errors="coerce").isna().to_numpy()
+                flags = series.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(bool)
+                return _rows(~missing & (numbers | flags), name, "expected a number")
+            if column.dtype.lower().startswith(("int", "uint")) and dtype.kind == "f":
+                fractional = np.mod(series.to_numpy(dtype=float), 1) != 0
+                return _rows(~missing & fractional, name, "expected an integer")
+            return []
+        if column.kind == "boolean" and not is_bool:
+            flags = series.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(bool)
+            return _rows(~missing & ~flags, name, "expected true or false")
+        allowed = self._categories.get(name)
+        if allowed is None or self.unknown_categories != REJECT:
+            return []
+        if isinstance(dtype, pd.CategoricalDtype) and set(dtype.categories) <= allowed:
+            return []
+        unseen = ~missing & ~series.isin(allowed).to_numpy()
+        if not unseen.any():
+            return []
+        first = series.iloc[int(np.flatnonzero(unseen)[0])]
+        return _rows(
+            unseen,
+            name,
+            f"{first!r} is a category never seen in training; pass unknown_categories='allow' "
+            "to accept new categories",
+        )
+
     def build(self, records: list[dict]) -> pd.DataFrame:
         """The frame of records that passed :meth:`check`, with the training dtypes."""
         return pd.DataFrame(
@@ -154,6 +203,11 @@ def _check_datetime(value) -> str | None:
     except ValueError:
         return f"expected an ISO-8601 date-time string, got {value!r}"
     return None
+
+
+def _rows(mask: np.ndarray, name: str, message: str) -> list[Problem]:
+    """A problem for each of the first offending rows (positions) in ``mask``."""
+    return [Problem(int(row), name, message) for row in np.flatnonzero(mask)[:MAX_PROBLEMS]]
 
 
 def _builder(column: Column):

@@ -40,8 +40,9 @@ def records(frame: pd.DataFrame) -> list[dict]:
     return json.loads(frame.to_json(orient="records"))
 
 
-def expected(store: Settings, frame: pd.DataFrame) -> pd.DataFrame:
-    return nbmlops.load("churn@v1", settings=store).predict(frame).reset_index(drop=True)
+def expected(store: Settings, frame: pd.DataFrame, **options) -> pd.DataFrame:
+    model = nbmlops.load("churn@v1", settings=store)
+    return model.predict(frame, **options).reset_index(drop=True)
 
 
 def log_counts(store: Settings) -> dict[str, int]:
@@ -68,6 +69,15 @@ def test_predict_answers_what_the_artifact_predicts(store, server, client):
     via_handle = server.predict(frame)
     assert via_handle["prediction"].tolist() == got
     assert list(via_handle.columns) == ["prediction", "proba_0", "proba_1", "id"]
+
+
+def test_load_predict_checks_rows_as_the_server_does(store):
+    model = nbmlops.load("churn@v1", settings=store)
+    frame = rows(3).astype({"contract": str})
+    frame.iloc[1, frame.columns.get_loc("contract")] = "lifetime"
+    with pytest.raises(ValidationError, match="record 1, field 'contract'.*never seen"):
+        model.predict(frame)
+    assert len(model.predict(frame, unknown_categories="allow")) == 3
 
 
 @pytest.mark.parametrize(
@@ -173,7 +183,8 @@ def test_unknown_categories_can_be_allowed(store):
     try:
         frame = rows(2).assign(region="Atlantis")
         got = handle.predict(frame)
-        assert got["prediction"].tolist() == expected(store, frame)["prediction"].tolist()
+        want = expected(store, frame, unknown_categories="allow")
+        assert got["prediction"].tolist() == want["prediction"].tolist()
         with pytest.raises(ValidationError, match="planet"):
             handle.predict(frame.assign(planet="mars"))
     finally:

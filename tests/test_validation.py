@@ -71,3 +71,35 @@ def test_each_bad_value_is_named_by_record_and_field(training):
         validator(training).frame(bad)
     named = {(p.record, p.field) for p in caught.value.problems}
     assert named == {(0, "amount"), (0, "flag"), (1, "calls"), (1, "region")}
+
+
+def test_frames_of_the_training_dtypes_pass_and_loose_dtypes_too(training):
+    validator(training).check_frame(training)
+    loose = training.astype({"amount": object, "flag": object, "plan": str})
+    loose["calls"] = loose["calls"].astype(float)  # whole numbers as floats are fine
+    validator(training).check_frame(loose)
+
+
+def test_each_bad_row_of_a_frame_is_named_by_position_and_column(training):
+    bad = training.iloc[:6].astype({"amount": object, "flag": object, "plan": str}).copy()
+    bad["calls"] = bad["calls"].astype(float)
+    bad.iloc[1, bad.columns.get_loc("amount")] = "lots"
+    bad.iloc[2, bad.columns.get_loc("calls")] = 2.5
+    bad.iloc[3, bad.columns.get_loc("flag")] = "yes"
+    bad.iloc[4, bad.columns.get_loc("plan")] = "enterprise"
+    bad.iloc[5, bad.columns.get_loc("region")] = None
+    with pytest.raises(ValidationError) as caught:
+        validator(training).check_frame(bad.drop(columns=["when"]))
+    named = {(p.record, p.field) for p in caught.value.problems}
+    assert named == {
+        (None, "when"),
+        (1, "amount"),
+        (2, "calls"),
+        (3, "flag"),
+        (4, "plan"),
+        (5, "region"),
+    }
+    allowed = validator(training, "allow")
+    with pytest.raises(ValidationError) as caught:
+        allowed.check_frame(bad)
+    assert (4, "plan") not in {(p.record, p.field) for p in caught.value.problems}
