@@ -35,23 +35,22 @@ async def closed_loop(batcher: MicroBatcher, callers: int, rounds: int) -> None:
     await asyncio.gather(*(caller(i) for i in range(callers)))
 
 
-def run(coro_factory):
-    async def main():
-        return await coro_factory()
+def closed_loop_batches(score: Recorder, callers: int, rounds: int, max_rows: int) -> list[int]:
+    """The batch sizes ``score`` saw while ``callers`` clients sent ``rounds`` requests each."""
 
-    return asyncio.run(main())
+    async def scenario():
+        batcher = MicroBatcher(score, max_rows=max_rows, max_wait=0.05)
+        batcher.start()
+        await closed_loop(batcher, callers, rounds)
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    return score.batches
 
 
 def test_steady_concurrent_callers_share_one_model_call():
     score = Recorder(seconds=0.002)
-
-    async def scenario():
-        batcher = MicroBatcher(score, max_rows=1000, max_wait=0.05)
-        batcher.start()
-        await closed_loop(batcher, callers=16, rounds=80)
-        await batcher.stop()
-
-    run(scenario)
+    closed_loop_batches(score, callers=16, rounds=80, max_rows=1000)
     assert sum(score.batches) == 16 * 80
     # once the batcher has seen 16 callers under load, it scores them together
     in_full_batches = sum(b for b in score.batches if b == 16)
@@ -72,7 +71,7 @@ def test_a_lone_caller_is_not_kept_waiting():
         return elapsed
 
     # the bounded wait is 5 s; a caller alone never waits for company
-    assert run(scenario) < 2.0
+    assert asyncio.run(scenario()) < 2.0
     assert score.batches == [1] * 5
 
 
@@ -99,20 +98,12 @@ def test_light_traffic_never_waits_for_company():
         await batcher.stop()
         return latencies
 
-    assert max(run(scenario)) < 0.25
+    assert max(asyncio.run(scenario())) < 0.25
 
 
 def test_batches_respect_the_row_limit():
-    score = Recorder(seconds=0.001)
-
-    async def scenario():
-        batcher = MicroBatcher(score, max_rows=4, max_wait=0.05)
-        batcher.start()
-        await closed_loop(batcher, callers=10, rounds=5)
-        await batcher.stop()
-
-    run(scenario)
-    assert max(score.batches) <= 4 and sum(score.batches) == 50
+    batches = closed_loop_batches(Recorder(seconds=0.001), callers=10, rounds=5, max_rows=4)
+    assert max(batches) <= 4 and sum(batches) == 50
 
 
 def test_slow_models_run_off_the_event_loop_and_quick_ones_on_it():
@@ -152,5 +143,5 @@ def test_a_failing_batch_fails_its_callers_only():
         await batcher.stop()
         return first, second
 
-    first, second = run(scenario)
+    first, second = asyncio.run(scenario())
     assert isinstance(first[0], RuntimeError) and second == [0]
