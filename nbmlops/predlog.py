@@ -87,9 +87,14 @@ class LogRecord:
 
 
 class PredictionLog:
-    """A thread-safe writer and reader of one prediction log file."""
+    """A thread-safe writer and reader of one prediction log file.
 
-    def __init__(self, path: Path) -> None:
+    With ``checkpoint_every`` (seconds), the write-ahead log is copied into the database by a
+    background thread instead of by whichever write happens to fill it: SQLite's automatic
+    checkpoint syncs the file to disk and would add ~8 ms to one request in every few dozen.
+    """
+
+    def __init__(self, path: Path, checkpoint_every: float | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -97,6 +102,23 @@ class PredictionLog:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._closed = threading.Event()
+        if checkpoint_every is not None:
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
+            threading.Thread(
+                target=self._checkpoints,
+                args=(checkpoint_every,),
+                name="nbmlops-log-checkpoint",
+                daemon=True,
+            ).start()
+
+    def _checkpoints(self, every: float) -> None:
+        db = sqlite3.connect(self.path, timeout=30)
+        try:
+            while not self._closed.wait(every):
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            db.close()
 
     def write(self, records: Sequence[LogRecord]) -> None:
         """Append ``records`` in one transaction."""
@@ -202,6 +224,7 @@ class PredictionLog:
         )
 
     def close(self) -> None:
+        self._closed.set()
         with self._lock:
             self._db.close()
 
@@ -251,5 +274,9 @@ def _json_lines_frame(texts: Sequence[str]) -> pd.DataFrame:
         return pd.read_json(io.BytesIO(data), lines=True, dtype=False)
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
 def _dumps(value) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
+    # one encoder for every row: json.dumps builds a new one per call when given options
+    return _ENCODER.encode(value)

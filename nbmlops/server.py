@@ -210,7 +210,7 @@ class Service:
         self.predictor = ArtifactPredictor(files.root, verify=False)
         self.schema = self.files.schema
         self.validator = Validator(self.schema, config.unknown_categories)
-        self.log = PredictionLog(Path(config.log_path))
+        self.log = PredictionLog(Path(config.log_path), checkpoint_every=1.0)
         self.metrics = ServerMetrics(config.name, config.version, self.schema, self.files.profile)
         self.batcher = MicroBatcher(
             self._score, config.max_batch_rows, config.max_batch_wait_ms / 1000

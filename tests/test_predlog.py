@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from nbmlops.predlog import ERROR, OK, REJECTED, LogRecord, PredictionLog
 
@@ -50,3 +51,21 @@ def test_window_copes_with_values_of_mixed_types_and_an_empty_range(tmp_path):
     empty = log.window("churn", "1", since=9999.0)
     assert empty.statuses == {} and empty.scored.empty and empty.inputs.empty
     log.close()
+
+
+def test_background_checkpoints_keep_the_write_ahead_log_small(tmp_path):
+    path = tmp_path / "predictions.db"
+    log = PredictionLog(path, checkpoint_every=0.02)
+    wal = path.with_name(path.name + "-wal")
+    biggest = 0
+    for batch in range(150):
+        log.write([record(batch * 100 + i, x=float(i), city="x" * 200) for i in range(100)])
+        biggest = max(biggest, wal.stat().st_size)
+        time.sleep(0.005)
+    log.close()
+    # 15,000 rows of ~300 bytes: without checkpoints the write-ahead log would hold them all
+    # (SQLite's own checkpoints would let it reach 4 MB first)
+    assert biggest < 2_000_000
+    reader = PredictionLog(path)
+    assert reader.count("churn") == 15_000
+    reader.close()
