@@ -684,13 +684,6 @@ upper bounds).
 
 
 def write_readme(section: str) -> None:
-    """The results between the markers; the intro above them is brought in step with
-    ``SECTION_INTRO`` too, so a changed description does not go stale there."""
-    heading = SECTION_INTRO.split("\n", 1)[0]
-    text = README.read_text() if README.exists() else ""
-    head, found, rest = text.partition(heading + "\n")
-    if found and START in rest:
-        README.write_text(head + SECTION_INTRO + START + rest.split(START, 1)[1])
     bench_package.write_section(section, START, END, SECTION_INTRO)
 
 

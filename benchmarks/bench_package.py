@@ -317,13 +317,17 @@ def render(
 
 
 def write_section(section: str, start: str, end: str, intro: str) -> None:
-    """Replace the text between a benchmark's markers in the README; without them, append
-    ``intro`` and the block. Other sections stay as they are."""
+    """Replace the text between a benchmark's markers in the README, and the intro above them
+    where the README has ``intro``'s heading (so a changed description does not go stale);
+    without the markers, append ``intro`` and the block. Other sections stay as they are."""
     block = f"{start}\n{section}{end}\n"
     text = README.read_text() if README.exists() else README_INTRO
     if start in text and end in text:
         head, rest = text.split(start, 1)
         tail = rest.split(end, 1)[1].removeprefix("\n")
+        heading = intro.split("\n", 1)[0] + "\n"
+        if heading in head:
+            head = head[: head.rindex(heading)] + intro
         README.write_text(head + block + tail)
     else:
         README.write_text(text.rstrip("\n") + "\n\n" + intro + block)
