@@ -17,7 +17,7 @@ from nbmlops.lineage import Lineage
 from nbmlops.profile import Profile
 from nbmlops.registry import ModelVersion, Registry
 from nbmlops.schema import Schema
-from nbmlops.validation import REJECT, Validator
+from nbmlops.validation import ALLOW, REJECT, Validator
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,11 @@ class LoadedModel:
 
     files: ArtifactFiles
     version: ModelVersion | None = None
+
+    @cached_property
+    def _validators(self) -> dict[str, Validator]:
+        """One validator per unknown-category policy, built once, not per predict call."""
+        return {policy: Validator(self.schema, policy) for policy in (REJECT, ALLOW)}
 
     @cached_property
     def predictor(self) -> ArtifactPredictor:
@@ -106,7 +111,12 @@ class LoadedModel:
         """
         if not isinstance(frame, pd.DataFrame):
             raise UsageError(f"predict takes a pandas DataFrame, got {type(frame).__name__}")
-        Validator(self.schema, unknown_categories).check_frame(frame)
+        validator = self._validators.get(unknown_categories)
+        if validator is None:
+            raise UsageError(
+                f"unknown_categories must be {REJECT!r} or {ALLOW!r}, not {unknown_categories!r}"
+            )
+        validator.check_frame(frame)
         return self.predictor.predict(frame[self.schema.names])
 
     def _repr_html_(self) -> str:

@@ -36,8 +36,8 @@ class ColumnProfile:
 
     @property
     def n_values(self) -> int:
-        """How many non-missing values were profiled."""
-        return round(self.count * (1 - self.null_rate))
+        """How many finite values were profiled (numeric): what the bins count."""
+        return sum(self.bin_counts or ())
 
     def to_dict(self) -> dict:
         data = {

@@ -189,16 +189,13 @@ class MicroBatcher:
             finally:
                 seconds = time.perf_counter() - started
                 self._inline = seconds < self.INLINE_SECONDS
-                self._model_seconds = _smooth(self._model_seconds, seconds, self.SMOOTHING)
-                if math.isnan(self._model_seconds):
-                    self._model_seconds = seconds
+                mean = self._model_seconds
+                self._model_seconds = (
+                    seconds if math.isnan(mean) else mean + self.SMOOTHING * (seconds - mean)
+                )
             for job, result in zip(jobs, results, strict=True):
                 if not job.future.done():
                     job.future.set_result(result)
-
-
-def _smooth(mean: float, sample: float, weight: float) -> float:
-    return mean + weight * (sample - mean)
 
 
 class Service:

@@ -19,6 +19,7 @@ from nbmlops.schema import Column, Schema
 REJECT = "reject"
 ALLOW = "allow"
 MAX_PROBLEMS = 50
+NULL_NOT_ALLOWED = "null is not allowed: training data had no missing values here"
 
 
 @dataclass(frozen=True)
@@ -102,20 +103,18 @@ class Validator:
         name, dtype = column.name, series.dtype
         missing = series.isna().to_numpy()
         if not column.nullable and missing.any():
-            return _rows(missing, name, "null is not allowed: training data had no missing values")
+            return _rows(missing, name, NULL_NOT_ALLOWED)
         is_bool = pd.api.types.is_bool_dtype(dtype)
         if column.kind == "numeric":
             if not pd.api.types.is_numeric_dtype(dtype) or is_bool:
                 numbers = pd.to_numeric(series, errors="coerce").isna().to_numpy()
-                flags = series.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(bool)
-                return _rows(~missing & (numbers | flags), name, "expected a number")
+                return _rows(~missing & (numbers | _booleans(series)), name, "expected a number")
             if column.dtype.lower().startswith(("int", "uint")) and dtype.kind == "f":
                 fractional = np.mod(series.to_numpy(dtype=float), 1) != 0
                 return _rows(~missing & fractional, name, "expected an integer")
             return []
         if column.kind == "boolean" and not is_bool:
-            flags = series.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(bool)
-            return _rows(~missing & ~flags, name, "expected true or false")
+            return _rows(~missing & ~_booleans(series), name, "expected true or false")
         allowed = self._categories.get(name)
         if allowed is None or self.unknown_categories != REJECT:
             return []
@@ -144,7 +143,7 @@ class Validator:
         if value is None:
             if column.nullable:
                 return None
-            return "null is not allowed: training data had no missing values here"
+            return NULL_NOT_ALLOWED
         message = self._checks[name](value)
         if message is not None:
             return message
@@ -203,6 +202,11 @@ def _check_datetime(value) -> str | None:
     except ValueError:
         return f"expected an ISO-8601 date-time string, got {value!r}"
     return None
+
+
+def _booleans(series: pd.Series) -> np.ndarray:
+    """Which values are booleans (Python or numpy), whatever the column's dtype."""
+    return series.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(bool)
 
 
 def _rows(mask: np.ndarray, name: str, message: str) -> list[Problem]:

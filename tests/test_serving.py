@@ -78,6 +78,8 @@ def test_load_predict_checks_rows_as_the_server_does(store):
     with pytest.raises(ValidationError, match="record 1, field 'contract'.*never seen"):
         model.predict(frame)
     assert len(model.predict(frame, unknown_categories="allow")) == 3
+    with pytest.raises(UsageError, match="unknown_categories must be 'reject' or 'allow'"):
+        model.predict(frame, unknown_categories="sometimes")
 
 
 @pytest.mark.parametrize(
