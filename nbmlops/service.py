@@ -363,6 +363,7 @@ def run(config: ServerConfig, workers: int = 1, parent_pid: int | None = None) -
             port=config.port,
             workers=workers,
             log_level="warning",
+            access_log=False,
             timeout_graceful_shutdown=10,
         )
         sock = multi.bind_socket()
@@ -396,6 +397,7 @@ def run(config: ServerConfig, workers: int = 1, parent_pid: int | None = None) -
             host=config.host,
             port=config.port,
             log_level="warning",
+            access_log=False,
             timeout_graceful_shutdown=10,
         )
     ).run()

@@ -180,6 +180,28 @@ def test_malformed_empty_and_oversized_bodies_are_4xx(client, body, status, word
     assert words in answer.json()["error"] + json.dumps(answer.json()["problems"])
 
 
+def test_an_oversized_body_without_length_is_413(client):
+    def chunks():
+        yield b'{"records": [{"a": "'
+        for _ in range(7):
+            yield b"x" * (1024 * 1024)
+        yield b'"}]}'
+
+    answer = client.post("/predict", content=chunks(), headers={"Content-Type": "application/json"})
+    assert answer.status_code == 413 and "the limit is" in answer.json()["error"]
+
+
+def test_scoring_routes_take_post_only_and_are_documented(client):
+    answer = client.get("/predict")
+    assert answer.status_code == 405 and "use POST" in answer.json()["error"]
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/predict", "/invocations", "/feedback", "/v2/models/{model_name}/infer"):
+        body = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert body, path
+    record = paths["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert "region" in record["oneOf"][1]["properties"]
+
+
 def test_unknown_categories_can_be_allowed(store):
     handle = serve("churn", settings=store, unknown_categories="allow")
     try:

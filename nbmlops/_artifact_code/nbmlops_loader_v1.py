@@ -101,8 +101,9 @@ def load_steps(root: Path, config: dict) -> list:
     return [getattr(module, name) for name in names]
 
 
-def predict_frame(estimator, steps, frame: pd.DataFrame) -> pd.DataFrame:
-    """Apply ``steps`` then ``estimator``: a ``prediction`` column, ``proba_<label>`` columns."""
+def score_frame(estimator, steps, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+    """Apply ``steps`` then ``estimator``: the predictions, and the class probabilities (one
+    column per ``estimator.classes_``) when the estimator gives them, else None."""
     features = frame
     for step in steps:
         features = step(features)
@@ -113,26 +114,42 @@ def predict_frame(estimator, steps, frame: pd.DataFrame) -> pd.DataFrame:
             f"the model returned {len(predictions)} predictions for {len(frame)} input rows; "
             "preprocessing must keep one row per input row"
         )
-    out = pd.DataFrame({"prediction": predictions}, index=frame.index)
-    if hasattr(estimator, "predict_proba") and hasattr(estimator, "classes_"):
-        proba = np.asarray(estimator.predict_proba(features), dtype=float)
-        for i, label in enumerate(estimator.classes_):
-            out[f"proba_{label}"] = proba[:, i]
-    return out
+    if not (hasattr(estimator, "predict_proba") and hasattr(estimator, "classes_")):
+        return predictions, None
+    return predictions, np.asarray(estimator.predict_proba(features), dtype=float)
+
+
+def predict_frame(estimator, steps, frame: pd.DataFrame) -> pd.DataFrame:
+    """:func:`score_frame` as a frame: a ``prediction`` column, ``proba_<label>`` columns."""
+    predictions, proba = score_frame(estimator, steps, frame)
+    columns = {"prediction": predictions}
+    if proba is not None:
+        final = _final_step(estimator)
+        for i, label in enumerate(final.classes_):
+            columns[f"proba_{label}"] = proba[:, i]
+    return pd.DataFrame(columns, index=frame.index, copy=False)
 
 
 def _transform_once(estimator, features):
     """For a scikit-learn Pipeline: run its transformers once and return the final step with
     the transformed features, so ``predict`` and ``predict_proba`` share the work (this is
     what ``Pipeline.predict`` does inside, twice)."""
+    final = _final_step(estimator)
+    if final is estimator:
+        return estimator, features
+    return final, estimator[:-1].transform(features)
+
+
+def _final_step(estimator):
+    """The estimator that predicts: a Pipeline's last step when it can, else ``estimator``."""
     from sklearn.pipeline import Pipeline
 
     if not isinstance(estimator, Pipeline) or len(estimator.steps) < 2:
-        return estimator, features
+        return estimator
     final = estimator.steps[-1][1]
     if final in (None, "passthrough") or not hasattr(final, "predict"):
-        return estimator, features
-    return final, estimator[:-1].transform(features)
+        return estimator
+    return final
 
 
 class ArtifactPredictor:
@@ -149,6 +166,10 @@ class ArtifactPredictor:
     def predict(self, model_input, params=None) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         return predict_frame(self.estimator, self.steps, frame)
+
+    def score(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+        """Predictions and class probabilities as arrays (see :func:`score_frame`)."""
+        return score_frame(self.estimator, self.steps, frame)
 
 
 def _load_pyfunc(data_path: str, model_config=None) -> ArtifactPredictor:
