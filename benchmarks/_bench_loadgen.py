@@ -2,10 +2,12 @@
 
 ``concurrency`` connections (HTTP/1.1 keep-alive) each send the same pre-encoded POST, wait for
 the whole answer, and send again: exactly ``concurrency`` requests are in flight at any time.
-It uses bare asyncio streams, not an HTTP client library, so that it costs little CPU per
-request (the machine has 2 cores and the server under test needs one); its own CPU time is
-reported so that a starved generator would show. Requests that complete during the warm-up are
-not counted; those still in flight at the end are not counted either.
+It uses bare asyncio streams on uvloop, not an HTTP client library, so that it costs little
+CPU per request (the machine has 2 cores and the server under test needs one) and adds little
+to the latencies it measures: on asyncio's own loop it spent ~0.2 ms of CPU per request, on
+uvloop ~0.1 ms. Its own CPU time is reported so that a starved generator would show.
+Requests that complete during the warm-up are not counted; those still in flight at the end
+are not counted either.
 
 Run::
 
@@ -29,6 +31,8 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+
+import uvloop
 
 
 def build_request(host: str, port: int, path: str, body: bytes) -> bytes:
@@ -201,7 +205,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     request = build_request(args.host, args.port, args.path, args.body.read_bytes())
-    result = asyncio.run(Load(args, request).run())
+    result = uvloop.run(Load(args, request).run())
     json.dump(result, sys.stdout)
     print()
     return 0
