@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import io
-import json
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from nbmlops import jsoncodec
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -48,7 +49,7 @@ REJECTED = "rejected"
 ERROR = "error"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class LogRecord:
     """One row of the log: a scored record (``ok``), a rejected request or a failure."""
 
@@ -274,9 +275,5 @@ def _json_lines_frame(texts: Sequence[str]) -> pd.DataFrame:
         return pd.read_json(io.BytesIO(data), lines=True, dtype=False)
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
-
-
 def _dumps(value) -> str:
-    # one encoder for every row: json.dumps builds a new one per call when given options
-    return _ENCODER.encode(value)
+    return jsoncodec.dumps(value).decode()

@@ -12,7 +12,6 @@ import csv
 import gc
 import io
 import itertools
-import json
 import math
 import time
 import uuid
@@ -26,6 +25,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 
+from nbmlops import jsoncodec
 from nbmlops._artifact_code.nbmlops_loader_v1 import ArtifactPredictor
 from nbmlops.artifact import ArtifactFiles
 from nbmlops.errors import ValidationError
@@ -612,28 +612,15 @@ def _parse_json(body: bytes):
     if not body.strip():
         raise HTTPProblem(400, "empty body: send a JSON object")
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return jsoncodec.loads(body)
+    except jsoncodec.DecodeError as exc:
         raise HTTPProblem(400, f"malformed JSON: {exc}") from None
 
 
 def _json(body, status: int = 200) -> Response:
-    try:
-        content = json.dumps(body, separators=(",", ":"), default=str, allow_nan=False)
-    except ValueError:
-        content = json.dumps(_finite(body), separators=(",", ":"), default=str)
-    return Response(content=content, status_code=status, media_type="application/json")
-
-
-def _finite(value):
-    """``value`` with NaN and infinities as null: JSON has no spelling for them."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+    return Response(
+        content=jsoncodec.dumps(body), status_code=status, media_type="application/json"
+    )
 
 
 def _plain(value):

@@ -103,3 +103,61 @@ def test_each_bad_row_of_a_frame_is_named_by_position_and_column(training):
     with pytest.raises(ValidationError) as caught:
         allowed.check_frame(bad)
     assert (4, "plan") not in {(p.record, p.field) for p in caught.value.problems}
+
+
+BAD_VALUES = [
+    ("amount", float("nan")),
+    ("amount", float("inf")),
+    ("amount", True),
+    ("amount", "lots"),
+    ("amount", 10**400),
+    ("amount", None),
+    ("calls", 2.5),
+    ("calls", 2**63),
+    ("calls", False),
+    ("calls", "3"),
+    ("calls_or_missing", 1.5),
+    ("plan", "enterprise"),
+    ("plan", 3),
+    ("city", 5),
+    ("city", ["oslo"]),
+    ("region", None),
+    ("flag", 1),
+    ("flag", None),
+    ("unknown_field", 1),
+]
+
+
+@pytest.mark.parametrize("field, value", BAD_VALUES, ids=[f"{f}={v!r}" for f, v in BAD_VALUES])
+def test_one_bad_value_among_many_good_records_is_named(training, field, value):
+    records = as_records(training.iloc[:30])
+    records[17] = records[17] | {field: value}
+    with pytest.raises(ValidationError) as caught:
+        validator(training).check(records)
+    assert [(p.record, p.field) for p in caught.value.problems] == [(17, field)]
+
+
+def test_good_records_in_every_accepted_spelling_pass(training):
+    records = as_records(training.iloc[:30])
+    records[3] |= {"amount": 7, "calls": 4.0, "calls_or_missing": None, "city": None}
+    records[4] |= {"amount": 1e300, "calls": 2**63 - 1, "when": "2026-02-01T00:00:00"}
+    validator(training).check(records)
+    with pytest.raises(ValidationError, match="missing field"):
+        validator(training).check(
+            records[:5] + [{k: v for k, v in records[5].items() if k != "plan"}]
+        )
+    with pytest.raises(ValidationError, match="must be a JSON object"):
+        validator(training).check(records[:5] + [["not", "a", "record"]])
+
+
+def test_categories_other_than_strings_are_checked_value_by_value():
+    training = pd.DataFrame({"tier": pd.Categorical([1, 2, 3, 1]), "x": [0.1, 0.2, 0.3, 0.4]})
+    checker = validator(training)
+    checker.check([{"tier": 2, "x": 1.0}])
+    for value, words in (
+        ([1], "expected a category"),
+        ({"a": 1}, "expected a category"),
+        (4, "never seen"),
+    ):
+        with pytest.raises(ValidationError, match=words):
+            checker.check([{"tier": value, "x": 1.0}])
