@@ -51,8 +51,10 @@ class Dashboard:
         return f"<small>updated {moment}{every}</small>"
 
     def stop(self) -> None:
-        """Stop refreshing."""
+        """Stop refreshing; returns once a refresh under way has finished."""
         self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
 
     @property
     def alerts(self):

@@ -44,6 +44,15 @@ CREATE TABLE IF NOT EXISTS feedback (
 );
 """
 
+#: INSERT statements by the rows they add, largest first. One statement for many rows costs a
+#: third less per row than ``executemany``; a few fixed sizes stay in sqlite3's statement cache
+#: (preparing a 100-row statement would cost more than it saves).
+_INSERTS = {
+    size: "INSERT INTO predictions VALUES "
+    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * size)
+    for size in (64, 16, 4, 1)
+}
+
 OK = "ok"
 REJECTED = "rejected"
 ERROR = "error"
@@ -125,9 +134,12 @@ class PredictionLog:
         """Append ``records`` in one transaction."""
         rows = [r.row() for r in records]
         with self._lock, self._db:
-            self._db.executemany(
-                "INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-            )
+            start = 0
+            for size, insert in _INSERTS.items():
+                while len(rows) - start >= size:
+                    chunk = rows[start : start + size]
+                    self._db.execute(insert, [value for row in chunk for value in row])
+                    start += size
 
     def add_feedback(self, items: Sequence[tuple[str, object]], ts: float) -> list[str]:
         """Record ground truth for prediction ids; returns the ids that are not in the log
