@@ -18,7 +18,7 @@ the repository):
    (nbmlops) or ``GET /ping`` (MLflow), measured over ``--starts`` starts.
 3. Before any load, a few rows go through both servers and ``nbmlops.load(...).predict``: the
    predictions and probabilities must agree.
-4. Load comes from a separate process (``_bench_loadgen.py``: bare asyncio streams with
+4. Load comes from a separate process (``_bench_loadgen.py``: bare asyncio streams on uvloop with
    keep-alive connections, a fixed number of requests in flight = the concurrency, ``--warmup``
    seconds unmeasured then ``--seconds`` measured). nbmlops is measured on ``POST /predict``
    with ``{"records": [...]}``; MLflow on ``POST /invocations`` with ``{"dataframe_split":
@@ -81,25 +81,24 @@ VERSIONS_OF = (*bench_package.VERSIONS_OF, "fastapi", "starlette", "uvicorn", "h
 
 SECTION_INTRO = """## bench_serving.py: the prediction server against `mlflow models serve`
 
-Serves one registered artifact (the quickstart's ColumnTransformer(OneHotEncoder +
-SimpleImputer) + LogisticRegression on `nbmlops.datasets.make_churn`, packaged with its
-`featurize` preprocessing) two ways, one at a time, on loopback: `nbmlops serve churn` (the
-CLI) and `mlflow models serve -m <artifact folder> --env-manager local` (the artifact is an
-MLflow pyfunc model; MLflow's default of one uvicorn worker). Both servers first answer a few
-rows, which must agree with `nbmlops.load(...).predict`; then a separate load-generator process
-(`_bench_loadgen.py`: bare asyncio streams, keep-alive, a fixed number of requests in flight)
-sends 1-row and 100-row requests at concurrency 1 and 16 for a fixed time after a warm-up.
-nbmlops is measured on `POST /predict` (`{"records": [...]}`), MLflow on `POST /invocations`
-(`{"dataframe_split": ...}`), and nbmlops' `/invocations` with the same MLflow body is a
-cross-check. Answers other than 200 (and dropped connections) count as errors. Start-to-ready
-is `Popen` to the first 200 from `/ready` (nbmlops) or `/ping` (MLflow), median of 3 starts.
-The floor is the artifact's preprocessing and estimator alone (`LoadedModel.predictor.predict`,
-no input checks) in the benchmark's own process, half of its calls right before and half right
-after the concurrency-1 cell it is compared with (the machine's speed drifts over minutes);
-`nbmlops.load(...).predict(frame)`, which checks its input against the schema first as the
-server does, is shown beside it. The
-issue's targets: at least 10x MLflow's throughput on 1-row requests at concurrency 16, p50 at
-concurrency 1 within 2 ms of the raw predict, ready within 3 s of start.
+Serves one registered artifact (the quickstart's ColumnTransformer(OneHotEncoder + SimpleImputer) +
+LogisticRegression on `nbmlops.datasets.make_churn`, packaged with its `featurize` preprocessing)
+two ways, one at a time, on loopback: `nbmlops serve churn` (the CLI) and `mlflow models serve -m
+<artifact folder> --env-manager local` (the artifact is an MLflow pyfunc model; MLflow's default of
+one uvicorn worker). Both servers first answer a few rows, which must agree with
+`nbmlops.load(...).predict`; then a separate load-generator process (`_bench_loadgen.py`: bare
+asyncio streams on uvloop, keep-alive, a fixed number of requests in flight) sends 1-row and 100-row
+requests at concurrency 1 and 16 for a fixed time after a warm-up. nbmlops is measured on `POST
+/predict` (`{"records": [...]}`), MLflow on `POST /invocations` (`{"dataframe_split": ...}`), and
+nbmlops' `/invocations` with the same MLflow body is a cross-check. Answers other than 200 (and
+dropped connections) count as errors. Start-to-ready is `Popen` to the first 200 from `/ready`
+(nbmlops) or `/ping` (MLflow), median of 3 starts. The floor is the artifact's preprocessing and
+estimator alone (`LoadedModel.predictor.predict`, no input checks) in the benchmark's own process,
+half of its calls right before and half right after the concurrency-1 cell it is compared with (the
+machine's speed drifts over minutes); `nbmlops.load(...).predict(frame)`, which checks its input
+against the schema first as the server does, is shown beside it. The issue's targets: at least 10x
+MLflow's throughput on 1-row requests at concurrency 16, p50 at concurrency 1 within 2 ms of the raw
+predict, ready within 3 s of start.
 
 Everything runs on the same small machine: the load generator and the server share its cores
 (their CPU use is in the table), so absolute numbers are lower than on a dedicated client and
