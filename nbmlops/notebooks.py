@@ -16,7 +16,8 @@ def ensure_kernel(settings: Settings) -> str:
     """Write a kernelspec for ``sys.executable`` under the store and put it on ``JUPYTER_PATH``.
 
     A user's own ``python3`` kernelspec may point at another environment without nbmlops;
-    this one always runs the interpreter that runs nbmlops.
+    this one always runs the interpreter that runs nbmlops, with that interpreter's scripts
+    first on ``PATH`` so that ``!nbmlops ...`` in a cell works in a venv nobody activated.
     """
     spec_dir = settings.home / "jupyter" / "kernels" / KERNEL_NAME
     spec_dir.mkdir(parents=True, exist_ok=True)
@@ -24,6 +25,7 @@ def ensure_kernel(settings: Settings) -> str:
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "Python (nbmlops)",
         "language": "python",
+        "env": {"PATH": f"{Path(sys.executable).parent}{os.pathsep}${{PATH}}"},
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
     jupyter_dir = str(settings.home / "jupyter")

@@ -275,8 +275,11 @@ def test_notebook_path_from_vscode_is_recorded(run_cells):
 
 
 def test_demo_runs_quickstart_with_papermill(tmp_path, repo_root):
+    scripts = str(Path(sys.executable).parent)
+    path = [p for p in os.environ["PATH"].split(os.pathsep) if p != scripts]  # not activated
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "nbmlops"), "demo"],
+        [str(Path(scripts) / "nbmlops"), "demo"],
+        env={**os.environ, "PATH": os.pathsep.join(path)},
         capture_output=True,
         text=True,
         timeout=600,
@@ -287,6 +290,9 @@ def test_demo_runs_quickstart_with_papermill(tmp_path, repo_root):
     nb = json.loads(executed.read_text())
     assert nb["metadata"]["papermill"]["exception"] is None
     assert "Model card: churn v1" in json.dumps(nb)
+    # the shell command in a cell finds nbmlops though the venv was never activated
+    (listing,) = [c for c in nb["cells"] if "".join(c["source"]).startswith("!nbmlops models")]
+    assert "churn" in "".join(listing["outputs"][0]["text"]), listing["outputs"]
     lineage = nbmlops.load("churn@v1").lineage
     assert lineage.notebook_path == str(repo_root / "notebooks" / "quickstart.ipynb")
 
