@@ -117,7 +117,7 @@ class LoadedModel:
                 f"unknown_categories must be {REJECT!r} or {ALLOW!r}, not {unknown_categories!r}"
             )
         validator.check_frame(frame)
-        return self.predictor.predict(frame[self.schema.names])
+        return self.predictor.predict(validator.builder.conform(frame))
 
     def _repr_html_(self) -> str:
         return self.card.to_html()

@@ -10,8 +10,9 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from nbmlops.lineage import NotebookContext, build_lineage, package_versions
 from nbmlops.parity import ParityResult, estimator_modules, fresh_process, prewarm
 from nbmlops.profile import build_profile
 from nbmlops.registry import ModelVersion, Registry, validate_alias, validate_name
-from nbmlops.schema import infer_schema
+from nbmlops.schema import Schema, infer_schema
 
 PARITY_ROWS = 200
 JOB_ENV = "NBMLOPS_JOB_ID"
@@ -158,7 +159,9 @@ def _describe(name, model, data, target, steps, captured, eval_data, metric, con
     outputs = _predict(model, steps, profiled, "--data")
     classes = list(model.classes_) if task == "classification" else None
     metrics = _evaluate(model, steps, eval_data, data, task, classes)
-    schema = infer_schema(data, task, outputs["prediction"], classes)
+    schema = with_model_limits(
+        infer_schema(data, task, outputs["prediction"], classes), model, steps, data
+    )
     lineage = build_lineage(
         data=data,
         target=target,
@@ -187,6 +190,37 @@ def _describe(name, model, data, target, steps, captured, eval_data, metric, con
         primary_metric=metric_name,
     )
     return contents, metrics
+
+
+#: The largest float32, and a value just beyond it that a float32 model cannot take.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+_BEYOND_FLOAT32 = 1e39
+
+
+def with_model_limits(schema: Schema, model, steps, data: pd.DataFrame) -> Schema:
+    """``schema`` with ``max_abs`` set on each float64 column the model cannot take beyond
+    the float32 range (scikit-learn's trees compute in float32 and raise on larger values).
+
+    Found by trying: one training row scores, the same row with the column at 1e39 does not.
+    """
+    row = data.iloc[[0]]
+    columns = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # overflow warnings are the point of the probe
+        try:
+            predict_frame(model, steps, row)
+        except Exception:  # noqa: BLE001 - nothing to learn from a row that never scores
+            return schema
+        for column in schema.columns:
+            if column.kind == "numeric" and column.dtype == "float64":
+                probe = row.copy()
+                probe[column.name] = _BEYOND_FLOAT32
+                try:
+                    predict_frame(model, steps, probe)
+                except Exception:  # noqa: BLE001 - any failure: the model cannot take it
+                    column = replace(column, max_abs=FLOAT32_MAX)
+            columns.append(column)
+    return replace(schema, columns=tuple(columns))
 
 
 def _job_tags() -> dict[str, str]:

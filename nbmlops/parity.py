@@ -8,6 +8,7 @@ runs in an empty working directory, so a local module or a notebook-only name fa
 from __future__ import annotations
 
 import atexit
+import json
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nbmlops import jsoncodec
 from nbmlops.errors import ParityError
+from nbmlops.frames import to_records
 
 TOLERANCE = 1e-6
 MAX_REPORTED = 5
@@ -33,10 +36,11 @@ for module in sys.argv[1:]:
     except ImportError:
         pass
 request = sys.stdin.read().splitlines()
-if len(request) < 3:
+if len(request) < 4:
     sys.exit(0)
-root, sample, result = request[:3]
+root, sample, records, result = request[:4]
 importlib.invalidate_caches()
+import json
 import pandas as pd
 sys.path.insert(0, root + "/code")
 from nbmlops_loader_v1 import ArtifactPredictor
@@ -46,6 +50,25 @@ predictor.predict(rows).to_pickle(result)
 # A server scores a row alone or with strangers: the answer must not depend on the company.
 alone = [predictor.predict(rows.iloc[[i]]) for i in range(min(len(rows), 5))]
 pd.concat(alone).to_pickle(result + ".alone")
+# The same rows as a client sends them, through the server's own checks and frame builder:
+# as one request, and as requests of one record each merged into one batch.
+from nbmlops import jsoncodec
+from nbmlops.errors import ValidationError
+from nbmlops.schema import Schema
+from nbmlops.validation import Validator
+with open(root + "/schema.json") as handle:
+    validator = Validator(Schema.from_dict(json.load(handle)))
+with open(records, "rb") as handle:
+    sent = jsoncodec.loads(handle.read())
+try:
+    validator.check(sent)
+except ValidationError as exc:
+    print("NBMLOPS-REFUSED " + json.dumps([p.to_dict() for p in exc.problems[:5]]), file=sys.stderr)
+    sys.exit(3)
+builder = validator.builder
+predictor.predict(builder.frame([builder.columns(sent)])).to_pickle(result + ".served")
+batch = builder.frame([builder.columns([r]) for r in sent[:16]])
+predictor.predict(batch).to_pickle(result + ".batched")
 """
 
 
@@ -82,7 +105,7 @@ class FreshProcess:
     def __init__(self, modules: tuple[str, ...] = ()) -> None:
         self._workdir = tempfile.TemporaryDirectory(prefix="nbmlops-parity-")
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", _CHILD, "pandas", "skops.io", *modules],
+            [sys.executable, "-c", _CHILD, "pandas", "skops.io", "nbmlops.validation", *modules],
             cwd=self._workdir.name,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -114,8 +137,10 @@ class FreshProcess:
         start = time.perf_counter()
         workdir = Path(self._workdir.name)
         sample_path, result_path = workdir / "sample.pkl", workdir / "result.pkl"
+        records_path = workdir / "records.json"
         sample.to_pickle(sample_path)
-        request = f"{artifact}\n{sample_path}\n{result_path}\n"
+        records_path.write_bytes(jsoncodec.dumps(to_records(sample)))
+        request = f"{artifact}\n{sample_path}\n{records_path}\n{result_path}\n"
         _, stderr = self._proc.communicate(request, timeout=600)
         if self._proc.returncode != 0:
             raise ParityError(_explain_failure(stderr))
@@ -133,6 +158,19 @@ class FreshProcess:
                 "statistics in training and keep them as constants or fitted pipeline steps.",
                 exc.details,
             ) from None
+        for suffix in (".served", ".batched"):
+            served = pd.read_pickle(f"{result_path}{suffix}")
+            try:
+                compare(expected.iloc[: len(served)].reset_index(drop=True), served)
+            except ParityError as exc:
+                raise ParityError(
+                    "parity check failed: the training rows, sent as JSON records the way a "
+                    "client sends them and rebuilt by the server's checks and frame builder, get "
+                    "other predictions than in the notebook, so nothing was registered. The "
+                    "frame the server rebuilds from schema.json differs from the training frame "
+                    "(a dtype, a category order, a time zone) in a way the model notices.",
+                    exc.details,
+                ) from None
         return ParityResult(len(sample), max_diff, time.perf_counter() - start)
 
 
@@ -224,6 +262,16 @@ def _is_float(values: np.ndarray) -> bool:
 def _explain_failure(stderr: str) -> str:
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     last = lines[-1] if lines else "the process died without a message"
+    if last.startswith("NBMLOPS-REFUSED "):
+        problems = "; ".join(
+            f"row {p['record']}, {p['field']}: {p['message']}" for p in json.loads(last[16:])
+        )
+        return (
+            "parity check failed: the training rows, sent as JSON records the way a client "
+            f"sends them, are refused by the server's checks against schema.json: {problems}. "
+            "Packaging stopped and nothing was registered; the schema cannot describe this "
+            "data (please report it)."
+        )
     hint = "Packaging stopped and nothing was registered."
     if "__main__" in stderr:
         hint = (

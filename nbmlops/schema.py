@@ -9,7 +9,9 @@ import pandas as pd
 
 from nbmlops.errors import ArtifactError
 
-FORMAT_VERSION = 1
+#: 2 adds category order and ``ordered``, the categories' own dtype, datetime unit and time zone,
+#: and the largest magnitude the model can hold; version 1 files are still read.
+FORMAT_VERSION = 2
 
 #: A text column with at most this many distinct values is treated as categorical.
 MAX_CATEGORIES = 100
@@ -17,7 +19,13 @@ MAX_CATEGORIES = 100
 
 @dataclass(frozen=True)
 class Column:
-    """One input column: what training saw."""
+    """One input column: what training saw, exactly enough to rebuild the training dtype.
+
+    ``categories`` keeps a pandas Categorical's own order (its codes follow it) and ``ordered``
+    its flag; for other categorical columns it is the sorted set of values seen. ``unit`` and
+    ``tz`` describe a datetime column (``tz`` None: naive). ``max_abs`` is the largest magnitude
+    the model can hold in a numeric column (float32 in tree models), None when unbounded.
+    """
 
     name: str
     dtype: str
@@ -26,6 +34,11 @@ class Column:
     min: float | None = None
     max: float | None = None
     categories: tuple | None = None
+    ordered: bool = False
+    categories_dtype: str | None = None
+    unit: str | None = None
+    tz: str | None = None
+    max_abs: float | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -36,11 +49,19 @@ class Column:
             "min": self.min,
             "max": self.max,
             "categories": None if self.categories is None else list(self.categories),
+            "ordered": self.ordered,
+            "categories_dtype": self.categories_dtype,
+            "unit": self.unit,
+            "tz": self.tz,
+            "max_abs": self.max_abs,
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> Column:
         cats = data.get("categories")
+        unit, tz = data.get("unit"), data.get("tz")
+        if data["kind"] == "datetime" and unit is None:  # format 1: read them off the dtype
+            unit, tz = _datetime_unit_tz(pd.api.types.pandas_dtype(data["dtype"]))
         return cls(
             name=data["name"],
             dtype=data["dtype"],
@@ -49,7 +70,17 @@ class Column:
             min=data.get("min"),
             max=data.get("max"),
             categories=None if cats is None else tuple(cats),
+            ordered=bool(data.get("ordered", False)),
+            categories_dtype=data.get("categories_dtype"),
+            unit=unit,
+            tz=tz,
+            max_abs=data.get("max_abs"),
         )
+
+    @property
+    def is_integer(self) -> bool:
+        """Whether the column holds integers (numpy or pandas' nullable ``Int64``...)."""
+        return self.kind == "numeric" and self.dtype.lower().startswith(("int", "uint"))
 
 
 @dataclass(frozen=True)
@@ -144,6 +175,15 @@ def infer_schema(data: pd.DataFrame, task: str, predictions: pd.Series, classes)
                 col = replace(col, min=float(values.min()), max=float(values.max()))
         elif kind in ("categorical", "boolean"):
             col = replace(col, categories=tuple(_categories(series)))
+        if isinstance(series.dtype, pd.CategoricalDtype):
+            col = replace(
+                col,
+                ordered=bool(series.dtype.ordered),
+                categories_dtype=str(series.dtype.categories.dtype),
+            )
+        elif kind == "datetime":
+            unit, tz = _datetime_unit_tz(series.dtype)
+            col = replace(col, unit=unit, tz=tz)
         columns.append(col)
     return Schema(
         columns=tuple(columns),
@@ -154,11 +194,19 @@ def infer_schema(data: pd.DataFrame, task: str, predictions: pd.Series, classes)
 
 
 def _categories(series: pd.Series) -> list:
+    """A Categorical's categories in its own order (its codes follow it); else the values seen,
+    sorted."""
     if isinstance(series.dtype, pd.CategoricalDtype):
-        values = list(series.cat.categories)
-    else:
-        values = list(pd.unique(series.dropna()))
+        return [to_json_value(v) for v in series.cat.categories]
+    values = list(pd.unique(series.dropna()))
     return sorted((to_json_value(v) for v in values), key=lambda v: (str(type(v)), v))
+
+
+def _datetime_unit_tz(dtype) -> tuple[str, str | None]:
+    """The unit (``ns``, ``us``...) and time zone (None: naive) of a datetime dtype."""
+    unit = getattr(dtype, "unit", None) or np.datetime_data(dtype)[0]
+    tz = getattr(dtype, "tz", None)
+    return unit, None if tz is None else str(tz)
 
 
 def to_json_value(value):

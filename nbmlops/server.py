@@ -12,6 +12,7 @@ import csv
 import gc
 import io
 import itertools
+import logging
 import math
 import time
 import uuid
@@ -21,21 +22,32 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nbmlops import jsoncodec
 from nbmlops._artifact_code.nbmlops_loader_v1 import ArtifactPredictor
 from nbmlops.artifact import ArtifactFiles
 from nbmlops.errors import ValidationError
+from nbmlops.feedback import label_problems
 from nbmlops.predlog import ERROR, OK, REJECTED, LogRecord, PredictionLog
 from nbmlops.server_config import ServerConfig
 from nbmlops.server_metrics import ServerMetrics
 from nbmlops.validation import Problem, Validator
 
 PRIMARY = "primary"
-OPEN_PATHS = frozenset({"/health", "/ready", "/ping", "/v2/health/live", "/v2/health/ready"})
+OPEN_PATHS = frozenset(
+    {"/health", "/ready", "/ping", "/v2/health/live", "/v2/health/ready", "/version"}
+)
+MODEL_FAILED = (
+    "the model failed on this input, which passed the schema's checks; nothing was predicted. "
+    "The server's log has the details under this request id"
+)
+SERVER_FAILED = "the server failed on this request; its log has the details under this request id"
+logger = logging.getLogger("uvicorn.error")
 
 
 class HTTPProblem(Exception):
@@ -47,16 +59,30 @@ class HTTPProblem(Exception):
         self.problems = problems or []
         super().__init__(message)
 
-    def response(self) -> Response:
-        body = {"error": self.message, "problems": [p.to_dict() for p in self.problems]}
-        return _json(body, self.status)
+    def response(self, request_id: str) -> Response:
+        return error_response(self.status, self.message, request_id, self.problems)
+
+
+def error_response(
+    status: int, message: str, request_id: str, problems: list[Problem] | None = None, **extra
+) -> Response:
+    """The one error envelope of every status: ``{"error", "problems", "request_id"}``."""
+    body = {
+        "error": message,
+        "problems": [p.to_dict() for p in problems or ()],
+        "request_id": request_id,
+        **extra,
+    }
+    return _json(body, status)
 
 
 @dataclass
 class _Job:
     records: list[dict]
+    columns: dict[str, list]  # the records' values, each converted on its own
     endpoint: str
     started: float
+    request_id: str
     future: asyncio.Future
 
 
@@ -102,9 +128,20 @@ class MicroBatcher:
         self._inline = False  # the first batch (imports, caches) is often slow
         self._arrivals: collections.deque[float] = collections.deque()
         self._model_seconds = math.nan  # running mean of a batch's time in the model
+        self._current: list[_Job] = []  # the batch being scored
+        self._healthy = True
+        self.restarts = 0
+
+    #: Seconds the watchdog waits before restarting a batch loop that died.
+    RESTART_SECONDS = 0.5
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._task = asyncio.get_running_loop().create_task(self._supervise())
+
+    @property
+    def healthy(self) -> bool:
+        """False while the batch loop is down (between a failure and its restart)."""
+        return self._healthy
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -113,18 +150,38 @@ class MicroBatcher:
             self._task.cancel()
         self._executor.shutdown(wait=True)
 
-    async def submit(self, records: list[dict], endpoint: str, started: float):
+    async def submit(
+        self, records: list[dict], columns: dict, endpoint: str, started: float, request_id: str
+    ):
+        """The answers for one request, or the exception that its scoring raised."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._arrivals.append(loop.time())
         self._active += 1
         self._peak = max(self._peak, self._active)
-        self._queue.append(_Job(records, endpoint, started, future))
+        self._queue.append(_Job(records, columns, endpoint, started, request_id, future))
         self._arrived.set()
         try:
             return await future
         finally:
             self._active -= 1
+
+    async def _supervise(self) -> None:
+        """The watchdog: run the batch loop, and restart it if it ever dies."""
+        while True:
+            try:
+                await self._run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a bug must not stop the service for good
+                self._healthy = False
+                self.restarts += 1
+                logger.exception("the batch loop failed; restarting it")
+                for job in self._current:
+                    if not job.future.done():
+                        job.future.set_exception(BatchLoopFailure(str(exc)))
+                await asyncio.sleep(self.RESTART_SECONDS)
+                self._healthy = True
 
     async def _next_arrival(self, timeout: float) -> bool:
         """Wait until a job is queued; False after ``timeout`` seconds without one."""
@@ -174,7 +231,7 @@ class MicroBatcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            jobs = await self._gather()
+            jobs = self._current = await self._gather()
             started = time.perf_counter()
             try:
                 if self._inline:
@@ -182,9 +239,10 @@ class MicroBatcher:
                 else:
                     results = await loop.run_in_executor(self._executor, self._score, jobs)
             except Exception as exc:  # noqa: BLE001 - every waiting request gets the failure
+                logger.exception("scoring a batch failed")
                 for job in jobs:
                     if not job.future.done():
-                        job.future.set_exception(exc)
+                        job.future.set_exception(BatchLoopFailure(str(exc)))
                 continue
             finally:
                 seconds = time.perf_counter() - started
@@ -194,8 +252,13 @@ class MicroBatcher:
                     seconds if math.isnan(mean) else mean + self.SMOOTHING * (seconds - mean)
                 )
             for job, result in zip(jobs, results, strict=True):
-                if not job.future.done():
+                if job.future.done():
+                    continue
+                if isinstance(result, Exception):
+                    job.future.set_exception(result)
+                else:
                     job.future.set_result(result)
+            self._current = []
 
 
 class Service:
@@ -216,42 +279,72 @@ class Service:
         self._id_prefix = uuid.uuid4().hex[:8]
         self._id_counter = itertools.count(int(time.time() * 1000) << 16)
 
-    def _score(self, jobs: list[_Job]) -> list[list[dict]]:
-        """Run one batch through the model and log it (see :class:`MicroBatcher` for where).
+    def _score(self, jobs: list[_Job]) -> list:
+        """Run one batch through the model and log it (see :class:`MicroBatcher` for where):
+        each job's answers, or the :class:`ModelFailure` it alone gets.
 
-        The log is committed before any answer is released: an answered prediction is logged.
+        Each request was checked and converted on its own; if the model still fails on the
+        merged batch, every request is scored alone, so only a request that fails by itself
+        gets an error. The log is committed before any answer is released: an answered
+        prediction is logged.
         """
-        records = jobs[0].records if len(jobs) == 1 else [r for j in jobs for r in j.records]
         start = time.perf_counter()
         try:
-            predictions, proba = self.predictor.score(self.validator.build(records))
+            scored = self.predictor.score(self.validator.builder.frame([j.columns for j in jobs]))
+            outcomes = self._split(jobs, *scored)
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            self.log.write(
-                [
-                    self._record(j.endpoint, ERROR, None, r, error=error)
-                    for j in jobs
-                    for r in j.records
-                ]
-            )
-            raise ModelFailure(f"the model failed on this input: {error}") from exc
+            if len(jobs) == 1:
+                outcomes = [exc]
+            else:
+                outcomes = [self._alone(job) for job in jobs]
         model_seconds = time.perf_counter() - start
-        answers = self._answers(predictions, proba)
         done = time.perf_counter()
-        log, results, offset = [], [], 0
-        for job in jobs:
+        log, results, predictions = [], [], []
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                log += self._failure_rows(job, outcome)
+                results.append(ModelFailure(MODEL_FAILED))
+                continue
             latency = (done - job.started) * 1000
-            chunk = answers[offset : offset + len(job.records)]
-            for record, answer in zip(job.records, chunk, strict=True):
+            for record, answer in zip(job.records, outcome, strict=True):
                 outputs_row = {k: v for k, v in answer.items() if k != "id"}
                 log.append(
                     self._record(job.endpoint, OK, latency, record, outputs_row, id=answer["id"])
                 )
-            results.append(chunk)
-            offset += len(job.records)
+                predictions.append(answer["prediction"])
+            results.append(outcome)
         self.log.write(log)
-        self.metrics.observe_batch(model_seconds, [a["prediction"] for a in answers])
+        if predictions:
+            self.metrics.observe_batch(model_seconds, predictions)
         return results
+
+    def _split(self, jobs: list[_Job], predictions, proba) -> list[list[dict]]:
+        """The answers of one scored batch, cut back into its jobs."""
+        answers = self._answers(predictions, proba)
+        outcomes, offset = [], 0
+        for job in jobs:
+            outcomes.append(answers[offset : offset + len(job.records)])
+            offset += len(job.records)
+        return outcomes
+
+    def _alone(self, job: _Job):
+        """One job scored by itself: its answers, or the exception the model raised."""
+        try:
+            scored = self.predictor.score(self.validator.builder.frame([job.columns]))
+        except Exception as exc:  # noqa: BLE001 - this caller's failure, reported to it alone
+            return exc
+        return self._split([job], *scored)[0]
+
+    def _failure_rows(self, job: _Job, exc: Exception) -> list[LogRecord]:
+        """Log a model failure with its traceback (server side only) and the error rows."""
+        logger.error(
+            "request %s: the model failed on %d record(s) that passed validation",
+            job.request_id,
+            len(job.records),
+            exc_info=exc,
+        )
+        error = f"request {job.request_id}: {type(exc).__name__}: {exc}"
+        return [self._record(job.endpoint, ERROR, None, r, error=error) for r in job.records]
 
     def _record(self, endpoint, status, latency, inputs, outputs=None, error=None, id=None):  # noqa: A002
         return LogRecord(
@@ -289,7 +382,9 @@ class Service:
         error = problem.message + "".join(f"; {p.to_dict()}" for p in problem.problems[:5])
         self.log.write([self._record(endpoint, REJECTED, latency, inputs, error=error)])
 
-    async def predict_records(self, records, endpoint: str, started: float) -> list[dict]:
+    async def predict_records(
+        self, records, endpoint: str, started: float, request_id: str
+    ) -> list[dict]:
         if isinstance(records, list) and len(records) > self.config.max_records:
             raise HTTPProblem(
                 413,
@@ -300,12 +395,17 @@ class Service:
             self.validator.check(records)
         except ValidationError as exc:
             raise HTTPProblem(422, "invalid input: nothing was predicted", exc.problems) from None
+        columns = self.validator.builder.columns(records)
         self.metrics.records_accepted(len(records))
-        return await self.batcher.submit(records, endpoint, started)
+        return await self.batcher.submit(records, columns, endpoint, started, request_id)
 
 
 class ModelFailure(Exception):
-    """The model raised on input that passed validation."""
+    """The model raised on input that passed validation (a 500 for that caller alone)."""
+
+
+class BatchLoopFailure(Exception):
+    """The batch loop failed while this request was in it (the watchdog restarts the loop)."""
 
 
 def create_app(config: ServerConfig) -> FastAPI:
@@ -336,13 +436,13 @@ def create_app(config: ServerConfig) -> FastAPI:
     )
     app.add_middleware(_EdgeMiddleware, config=config, scoring=_ScoringRoutes(config, state))
     app.openapi = lambda: _openapi(app, schema)
-
-    @app.exception_handler(HTTPProblem)
-    async def answer_problem(request, problem: HTTPProblem) -> Response:
-        return problem.response()
+    _answer_errors_in_one_envelope(app)
 
     def service() -> Service:
         return state["service"]
+
+    def is_ready() -> bool:
+        return "service" in state and state["service"].batcher.healthy
 
     @app.get("/health", summary="Alive")
     async def health() -> Response:
@@ -352,9 +452,13 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def ping() -> Response:
         return _json({"status": "alive"})
 
-    @app.get("/ready", summary="Model loaded")
+    @app.get("/version", summary="Versions (MLflow's scoring-server route)")
+    async def version() -> Response:
+        return _json(_versions(config))
+
+    @app.get("/ready", summary="Model loaded and scoring")
     async def ready() -> Response:
-        if "service" not in state:
+        if not is_ready():
             return _json({"ready": False}, 503)
         return _json({"ready": True, "model": config.name, "version": config.version})
 
@@ -383,20 +487,85 @@ def create_app(config: ServerConfig) -> FastAPI:
         body, content_type = service().metrics.render()
         return Response(content=body, media_type=content_type)
 
+    @app.get("/v2", summary="Open Inference Protocol: server metadata")
+    async def v2_server() -> Response:
+        return _json({"name": "nbmlops", "version": _versions(config)["nbmlops"], "extensions": []})
+
     @app.get("/v2/health/live", summary="Open Inference Protocol: live")
     async def v2_live() -> Response:
         return _json({"live": True})
 
     @app.get("/v2/health/ready", summary="Open Inference Protocol: ready")
     async def v2_ready() -> Response:
-        return _json({"ready": "service" in state}, 200 if "service" in state else 503)
+        return _json({"ready": is_ready()}, 200 if is_ready() else 503)
 
     @app.get("/v2/models/{model_name}", summary="Open Inference Protocol: model metadata")
     async def v2_metadata(model_name: str) -> Response:
-        _check_v2_name(model_name, config)
+        _check_v2_name(model_name, None, config)
         return _json(_v2_metadata(config, service()))
 
+    @app.get("/v2/models/{model_name}/versions/{model_version}", include_in_schema=False)
+    async def v2_version_metadata(model_name: str, model_version: str) -> Response:
+        _check_v2_name(model_name, model_version, config)
+        return _json(_v2_metadata(config, service()))
+
+    @app.get("/v2/models/{model_name}/ready", summary="Open Inference Protocol: model ready")
+    async def v2_model_ready(model_name: str) -> Response:
+        _check_v2_name(model_name, None, config)
+        return _json({"name": config.name, "ready": is_ready()}, 200 if is_ready() else 503)
+
+    @app.get("/v2/models/{model_name}/versions/{model_version}/ready", include_in_schema=False)
+    async def v2_version_ready(model_name: str, model_version: str) -> Response:
+        _check_v2_name(model_name, model_version, config)
+        return _json({"name": config.name, "ready": is_ready()}, 200 if is_ready() else 503)
+
     return app
+
+
+def _answer_errors_in_one_envelope(app: FastAPI) -> None:
+    """FastAPI's own errors (404, 405, path parameters) and any failure in its routes answer
+    in the scoring routes' envelope; a failure's text stays in the server's log."""
+
+    @app.exception_handler(HTTPProblem)
+    async def answer_problem(request: Request, problem: HTTPProblem) -> Response:
+        return problem.response(_request_id(request.scope))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def answer_http(request: Request, exc: StarletteHTTPException) -> Response:
+        message = {404: f"no route {request.url.path}: see /docs for the routes"}.get(
+            exc.status_code, str(exc.detail)
+        )
+        if exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+        return error_response(exc.status_code, message, _request_id(request.scope))
+
+    @app.exception_handler(RequestValidationError)
+    async def answer_invalid(request: Request, exc: RequestValidationError) -> Response:
+        problems = [
+            Problem(None, ".".join(map(str, e.get("loc", ()))), e.get("msg", "invalid"))
+            for e in exc.errors()
+        ]
+        return error_response(422, "invalid request", _request_id(request.scope), problems)
+
+    @app.exception_handler(Exception)
+    async def answer_failure(request: Request, exc: Exception) -> Response:
+        logger.error("request %s failed", _request_id(request.scope), exc_info=exc)
+        return error_response(500, SERVER_FAILED, _request_id(request.scope))
+
+
+def _versions(config: ServerConfig) -> dict:
+    from importlib.metadata import version
+
+    return {
+        "nbmlops": version("nbmlops"),
+        "mlflow": version("mlflow"),
+        "model": config.name,
+        "model_version": config.version,
+    }
+
+
+def _request_id(scope) -> str:
+    return scope.get("state", {}).get("request_id", "")
 
 
 class _EdgeMiddleware:
@@ -407,6 +576,8 @@ class _EdgeMiddleware:
         self.app = app
         self.config = config
         self.scoring = scoring
+        self._ids = itertools.count(1)
+        self._id_prefix = uuid.uuid4().hex[:8] + "-"
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -415,19 +586,23 @@ class _EdgeMiddleware:
         started = time.perf_counter()
         status = 500
         path = scope["path"]
+        request_id = f"{self._id_prefix}{next(self._ids):x}"
+        scope.setdefault("state", {})["request_id"] = request_id
+        id_header = (b"x-request-id", request_id.encode())
 
         async def send_status(message):
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
         try:
             problem = self._refuse(scope)
             if problem is not None:
-                await problem.response()(scope, receive, send_status)
+                await problem.response(request_id)(scope, receive, send_status)
             elif self.scoring.serves(path):
-                response = await self.scoring.answer(scope, receive, started)
+                response = await self.scoring.answer(scope, receive, started, request_id)
                 await response(scope, receive, send_status)
             else:
                 await self.app(scope, receive, send_status)
@@ -463,7 +638,9 @@ class _Call:
     body: bytes
     content_type: str
     model_name: str  # from /v2/models/{model_name}/infer; empty elsewhere
+    model_version: str | None  # from /v2/models/{name}/versions/{version}/infer
     started: float
+    request_id: str
 
 
 class _Disconnected(Exception):
@@ -487,37 +664,50 @@ class _ScoringRoutes:
         }
 
     def serves(self, path: str) -> bool:
-        return path in self._handlers or self._v2_name(path) is not None
+        return path in self._handlers or self._v2_target(path) is not None
 
-    def _v2_name(self, path: str) -> str | None:
-        if path.startswith(self.V2_PREFIX) and path.endswith(self.V2_SUFFIX):
-            name = path[len(self.V2_PREFIX) : -len(self.V2_SUFFIX)]
-            return name if name else None
-        return None
+    def _v2_target(self, path: str) -> tuple[str, str | None] | None:
+        """``(name, version or None)`` of ``/v2/models/{name}[/versions/{version}]/infer``."""
+        if not (path.startswith(self.V2_PREFIX) and path.endswith(self.V2_SUFFIX)):
+            return None
+        name, _, version = path[len(self.V2_PREFIX) : -len(self.V2_SUFFIX)].partition("/versions/")
+        if not name or "/" in name or "/" in version:
+            return None
+        return name, version or None
 
-    async def answer(self, scope, receive, started: float) -> Response:
+    async def answer(self, scope, receive, started: float, request_id: str) -> Response:
         """The response to one request on a scoring route; bad input is logged as rejected."""
         path = scope["path"]
         if scope["method"] != "POST":
-            return _json({"error": f"{scope['method']} is not allowed on {path}: use POST"}, 405)
+            message = f"{scope['method']} is not allowed on {path}: use POST"
+            return error_response(405, message, request_id)
         if "service" not in self.state:
-            return _json({"error": "the model is still loading; retry shortly"}, 503)
-        v2_name = self._v2_name(path)
+            return error_response(503, "the model is still loading; retry shortly", request_id)
+        v2_target = self._v2_target(path)
         handler, endpoint = (
-            (self.v2_infer, "/v2/infer") if v2_name is not None else (self._handlers[path], path)
+            (self.v2_infer, "/v2/infer") if v2_target is not None else (self._handlers[path], path)
         )
+        v2_name, v2_version = v2_target or ("", None)
         headers = dict(scope.get("headers") or [])
         content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
         body = b""
+        call = None
         try:
             body = await self._body(receive)
-            return await handler(_Call(body, content_type.lower(), v2_name or "", started))
+            call = _Call(body, content_type.lower(), v2_name, v2_version, started, request_id)
+            return await handler(call)
         except HTTPProblem as problem:
             if problem.status in (400, 413, 415, 422):
                 self.service.log_rejection(endpoint, body, problem, started)
-            return problem.response()
+            return problem.response(request_id)
         except ModelFailure as exc:
-            return _json({"error": str(exc), "problems": []}, 500)
+            return error_response(500, str(exc), request_id)
+        except _Disconnected:
+            raise
+        except Exception as exc:  # noqa: BLE001 - never a traceback to the caller
+            if not isinstance(exc, BatchLoopFailure):
+                logger.error("request %s failed", request_id, exc_info=exc)
+            return error_response(500, SERVER_FAILED, request_id)
 
     @property
     def service(self) -> Service:
@@ -538,7 +728,9 @@ class _ScoringRoutes:
 
     async def predict(self, call: _Call) -> Response:
         records = _predict_records(_parse_json(call.body))
-        answers = await self.service.predict_records(records, "/predict", call.started)
+        answers = await self.service.predict_records(
+            records, "/predict", call.started, call.request_id
+        )
         return _json(
             {"model": self.config.name, "version": self.config.version, "predictions": answers}
         )
@@ -554,28 +746,36 @@ class _ScoringRoutes:
                 f"unsupported Content-Type {call.content_type!r}: send application/json or "
                 "text/csv",
             )
-        answers = await self.service.predict_records(records, "/invocations", call.started)
+        answers = await self.service.predict_records(
+            records, "/invocations", call.started, call.request_id
+        )
         return _json({"predictions": [_mlflow_row(a) for a in answers]})
 
     async def feedback(self, call: _Call) -> Response:
         items = _feedback_items(_parse_json(call.body))
+        problems = label_problems(self.service.schema, items)
+        if problems:
+            raise HTTPProblem(422, "invalid feedback: nothing was recorded", problems)
         unknown = self.service.log.add_feedback(items, time.time())
         if unknown:
             shown = ", ".join(unknown[:10])
-            return _json(
-                {
-                    "error": f"unknown prediction id(s): {shown}; nothing was recorded",
-                    "unknown_ids": unknown,
-                },
+            positions = {item_id: index for index, (item_id, _) in enumerate(items)}
+            return error_response(
                 404,
+                f"unknown prediction id(s): {shown}; nothing was recorded",
+                call.request_id,
+                [Problem(positions.get(i), "id", f"no prediction has id {i!r}") for i in unknown],
+                unknown_ids=unknown,
             )
         return _json({"recorded": len(items)})
 
     async def v2_infer(self, call: _Call) -> Response:
-        _check_v2_name(call.model_name, self.config)
+        _check_v2_name(call.model_name, call.model_version, self.config)
         payload = _parse_json(call.body)
         records = _v2_records(payload, self.service.schema)
-        answers = await self.service.predict_records(records, "/v2/infer", call.started)
+        answers = await self.service.predict_records(
+            records, "/v2/infer", call.started, call.request_id
+        )
         return _json(_v2_response(self.config, self.service, answers, payload))
 
 
@@ -585,6 +785,8 @@ _ENDPOINTS = (
     "/feedback",
     "/health",
     "/ping",
+    "/version",
+    "/v2",
     "/ready",
     "/metadata",
     "/metrics",
@@ -634,7 +836,10 @@ def _plain(value):
 def _predict_records(payload) -> list:
     """``{"records": [...]}``, a bare list of records, or one record as an object."""
     if isinstance(payload, dict):
-        return payload["records"] if "records" in payload else [payload]
+        if "records" not in payload:
+            return [payload]
+        _check_envelope(payload, "the request")
+        return payload["records"]
     if isinstance(payload, list):
         return payload
     raise HTTPProblem(
@@ -651,6 +856,7 @@ def _mlflow_records(payload) -> list:
             "expected a JSON object with one of dataframe_split, dataframe_records, "
             "instances or inputs",
         )
+    _check_envelope(payload, "the request")
     keys = [
         k for k in ("dataframe_split", "dataframe_records", "instances", "inputs") if k in payload
     ]
@@ -670,7 +876,9 @@ def _mlflow_records(payload) -> list:
             raise HTTPProblem(
                 400, "dataframe_split needs 'columns' (a list) and 'data' (a list of rows)"
             )
+        _check_envelope(data, "dataframe_split")
         columns = data["columns"]
+        _check_unique_columns(columns, "dataframe_split's columns")
         records = []
         for index, row in enumerate(data["data"]):
             if not isinstance(row, list) or len(row) != len(columns):
@@ -689,6 +897,7 @@ def _mlflow_records(payload) -> list:
             records.append(dict(zip(map(str, columns), row, strict=True)))
         return records
     if isinstance(data, dict):
+        _check_envelope(data, keys[0])
         lengths = {len(v) if isinstance(v, list) else -1 for v in data.values()}
         if len(lengths) != 1 or -1 in lengths:
             raise HTTPProblem(400, f"{keys[0]} as an object needs equal-length lists per column")
@@ -704,22 +913,51 @@ def _mlflow_row(answer: dict) -> dict:
 
 
 def _csv_records(body: bytes, schema) -> list:
+    """Records from a CSV body with a header row; a row of another width is refused."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise HTTPProblem(400, "CSV body is not UTF-8 text") from None
-    rows = list(csv.DictReader(io.StringIO(text)))
-    if not rows:
-        raise HTTPProblem(400, "CSV body has a header but no rows")
-    kinds = {c.name: c for c in schema.columns}
-    records = []
-    for row in rows:
-        record = {}
-        for key, raw in row.items():
-            column = kinds.get(key)
-            record[key] = _csv_value(raw, column)
-        records.append(record)
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text)) if row]
+    except csv.Error as exc:
+        raise HTTPProblem(400, f"malformed CSV: {exc}") from None
+    if len(rows) < 2:
+        raise HTTPProblem(400, "CSV body needs a header row and at least one row of values")
+    header, rows = rows[0], rows[1:]
+    _check_unique_columns(header, "the CSV header")
+    by_name = {c.name: c for c in schema.columns}
+    kinds = [by_name.get(name) for name in header]
+    records, problems = [], []
+    for index, row in enumerate(rows):
+        if len(row) != len(header):
+            message = f"row has {len(row)} values; the header has {len(header)}"
+            problems.append(Problem(index, None, message))
+            continue
+        records.append(
+            {
+                name: _csv_value(raw, column)
+                for name, raw, column in zip(header, row, kinds, strict=True)
+            }
+        )
+    if problems:
+        raise HTTPProblem(422, "invalid input: nothing was predicted", problems[:50])
     return records
+
+
+def _check_envelope(payload: dict, where: str) -> None:
+    """Refuse a request object that gave a key twice (JSON would keep the last silently)."""
+    repeated = jsoncodec.duplicates(payload)
+    if repeated:
+        problems = [Problem(None, k, f"{where} gives this key more than once") for k in repeated]
+        raise HTTPProblem(422, "invalid request: nothing was predicted", problems)
+
+
+def _check_unique_columns(columns: list, where: str) -> None:
+    repeated = sorted({str(c) for c in columns if columns.count(c) > 1})
+    if repeated:
+        problems = [Problem(None, c, f"{where} names this column more than once") for c in repeated]
+        raise HTTPProblem(422, "invalid input: nothing was predicted", problems)
 
 
 def _csv_value(raw, column):
@@ -732,7 +970,7 @@ def _csv_value(raw, column):
             number = float(raw)
         except ValueError:
             return raw
-        return int(number) if number.is_integer() and column.dtype.startswith("int") else number
+        return int(number) if column.is_integer and number.is_integer() else number
     if column.kind == "boolean":
         lowered = raw.strip().lower()
         return {"true": True, "false": False, "1": True, "0": False}.get(lowered, raw)
@@ -772,21 +1010,42 @@ _V2_TYPES = {
 
 
 def _v2_datatype(column) -> str:
-    if column.kind == "numeric" and column.dtype.startswith("int"):
+    if column.is_integer:
         return "INT64"
     return _V2_TYPES.get(column.kind, "BYTES")
 
 
-def _check_v2_name(model_name: str, config: ServerConfig) -> None:
+def _v2_prediction_datatype(classes) -> str:
+    """INT64, BOOL or BYTES after the classes' type; FP64 for a regressor."""
+    if not classes:
+        return "FP64"
+    if all(isinstance(c, bool) for c in classes):
+        return "BOOL"
+    if all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
+        return "INT64"
+    return "BYTES"
+
+
+def _check_v2_name(model_name: str, model_version: str | None, config: ServerConfig) -> None:
     if model_name != config.name:
         raise HTTPProblem(
             404, f"model {model_name!r} is not served here; this server serves {config.name!r}"
+        )
+    if model_version is not None and model_version != config.version:
+        raise HTTPProblem(
+            404,
+            f"version {model_version!r} of {config.name!r} is not served here; this server "
+            f"serves version {config.version}",
         )
 
 
 def _v2_metadata(config: ServerConfig, service: Service) -> dict:
     outputs = [
-        {"name": "prediction", "datatype": "BYTES" if service.classes else "FP64", "shape": [-1]}
+        {
+            "name": "prediction",
+            "datatype": _v2_prediction_datatype(service.classes),
+            "shape": [-1],
+        }
     ]
     if service.classes:
         outputs.append({"name": "proba", "datatype": "FP64", "shape": [-1, len(service.classes)]})
@@ -802,28 +1061,79 @@ def _v2_metadata(config: ServerConfig, service: Service) -> dict:
     }
 
 
+#: What the data of a V2 tensor may hold, per datatype (a bool is no number here).
+_V2_DATA = {
+    "BOOL": ("true or false", lambda v: isinstance(v, bool)),
+    "BYTES": ("strings", lambda v: isinstance(v, str)),
+    "FP": (
+        "numbers",
+        lambda v: isinstance(v, (int, float, jsoncodec.NonFinite)) and not isinstance(v, bool),
+    ),
+    "INT": ("integers", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+}
+
+
 def _v2_records(payload, schema) -> list:
+    """Records from a V2 inference request: one named tensor per column, of shape [n] or
+    [n, 1], whose data match its declared datatype (null stands for a missing value)."""
     inputs = payload.get("inputs") if isinstance(payload, dict) else None
     if not isinstance(inputs, list) or not inputs:
         raise HTTPProblem(400, "an inference request needs 'inputs': a list of named tensors")
+    _check_envelope(payload, "the request")
     columns: dict[str, list] = {}
+    problems: list[Problem] = []
     for index, tensor in enumerate(inputs):
-        if (
-            not isinstance(tensor, dict)
-            or not isinstance(tensor.get("name"), str)
-            or not isinstance(tensor.get("data"), list)
-        ):
-            raise HTTPProblem(
-                422,
-                "invalid input: nothing was predicted",
-                [Problem(None, None, f"inputs[{index}] needs a 'name' and a 'data' list")],
-            )
+        problem = _v2_tensor_problem(index, tensor)
+        if problem is None and tensor["name"] in columns:
+            problem = Problem(None, tensor["name"], "two input tensors have this name")
+        if problem is not None:
+            problems.append(problem)
+            continue
         columns[tensor["name"]] = tensor["data"]
+    if problems:
+        raise HTTPProblem(422, "invalid input: nothing was predicted", problems)
     lengths = {len(v) for v in columns.values()}
     if len(lengths) != 1:
-        raise HTTPProblem(400, "every input tensor must have the same number of elements")
+        shown = ", ".join(f"{k}: {len(v)}" for k, v in columns.items())
+        raise HTTPProblem(
+            422,
+            "invalid input: nothing was predicted",
+            [Problem(None, None, f"every input tensor needs the same length; got {shown}")],
+        )
     names = list(columns)
     return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def _v2_tensor_problem(index: int, tensor) -> Problem | None:
+    """What is wrong with one input tensor, or None."""
+    if (
+        not isinstance(tensor, dict)
+        or not isinstance(tensor.get("name"), str)
+        or not isinstance(tensor.get("data"), list)
+    ):
+        return Problem(None, None, f"inputs[{index}] needs a 'name' and a 'data' list")
+    name, data, shape = tensor["name"], tensor["data"], tensor.get("shape")
+    repeated = jsoncodec.duplicates(tensor)
+    if repeated:
+        return Problem(None, name, f"the tensor gives {', '.join(repeated)} more than once")
+    if (
+        not isinstance(shape, list)
+        or not 1 <= len(shape) <= 2
+        or not all(type(d) is int and d >= 0 for d in shape)
+        or (len(shape) == 2 and shape[1] != 1)
+    ):
+        return Problem(None, name, f"shape must be [n] or [n, 1], got {shape!r}")
+    if shape[0] != len(data):
+        return Problem(None, name, f"shape {shape} says {shape[0]} values; data has {len(data)}")
+    datatype = tensor.get("datatype")
+    family = datatype[:-2] if isinstance(datatype, str) and datatype[-2:].isdigit() else datatype
+    if family not in _V2_DATA:
+        return Problem(None, name, f"unknown datatype {datatype!r}: use BOOL, BYTES, INT64 or FP64")
+    wanted, fits = _V2_DATA[family]
+    for row, value in enumerate(data):
+        if value is not None and not fits(value):
+            return Problem(row, name, f"datatype {datatype} holds {wanted}; got {value!r}")
+    return None
 
 
 def _v2_response(config: ServerConfig, service: Service, answers: list[dict], payload) -> dict:
@@ -832,7 +1142,7 @@ def _v2_response(config: ServerConfig, service: Service, answers: list[dict], pa
         {
             "name": "prediction",
             "shape": [len(predictions)],
-            "datatype": "BYTES" if service.classes else "FP64",
+            "datatype": _v2_prediction_datatype(service.classes),
             "data": predictions,
         }
     ]

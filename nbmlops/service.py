@@ -74,8 +74,9 @@ class ServerHandle:
 
         if not isinstance(frame, pd.DataFrame):
             raise UsageError(f"predict takes a pandas DataFrame, got {type(frame).__name__}")
-        records = json.loads(frame.to_json(orient="records", date_format="iso"))
-        answer = self.request("POST", "/predict", {"records": records})
+        from nbmlops.frames import to_records
+
+        answer = self.request("POST", "/predict", {"records": to_records(frame)})
         rows = []
         for item in answer["predictions"]:
             row = {"prediction": item["prediction"]}

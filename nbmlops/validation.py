@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
 
 import numpy as np
 import pandas as pd
 
 from nbmlops.errors import ValidationError
+from nbmlops.frames import DatetimeProblem, FrameBuilder, is_missing_datetime, parse_datetime
+from nbmlops.jsoncodec import NonFinite, duplicates
 from nbmlops.schema import Column, Schema
 
 REJECT = "reject"
@@ -44,13 +45,14 @@ class Validator:
             )
         self.schema = schema
         self.unknown_categories = unknown_categories
+        self.builder = FrameBuilder(schema)
         self._names = schema.names
         self._known = frozenset(self._names)
+        self._columns = {c.name: c for c in schema.columns}
         self._checks = {c.name: _checker(c) for c in schema.columns}
         self._categories = {
             c.name: frozenset(c.categories) for c in schema.columns if c.categories is not None
         }
-        self._builders = [(c.name, _builder(c)) for c in schema.columns]
         insisted = self._categories if unknown_categories == REJECT else {}
         self._column_checks = [
             (c.name, _column_check(c, insisted.get(c.name))) for c in schema.columns
@@ -73,6 +75,10 @@ class Validator:
                 kind = _json_type(record)
                 problems.append(Problem(index, None, f"a record must be a JSON object, got {kind}"))
                 continue
+            for name in duplicates(record):
+                problems.append(
+                    Problem(index, name, "field given more than once: send each field once")
+                )
             for name in record.keys() - self._known:
                 trained = ", ".join(self._names)
                 problems.append(
@@ -124,10 +130,9 @@ class Validator:
             if not pd.api.types.is_numeric_dtype(dtype) or is_bool:
                 numbers = pd.to_numeric(series, errors="coerce").isna().to_numpy()
                 return _rows(~missing & (numbers | _booleans(series)), name, "expected a number")
-            if column.dtype.lower().startswith(("int", "uint")) and dtype.kind == "f":
-                fractional = np.mod(series.to_numpy(dtype=float), 1) != 0
-                return _rows(~missing & fractional, name, "expected an integer")
-            return []
+            return _number_problems(column, series, missing)
+        if column.kind == "datetime":
+            return _datetime_problems(column, series, missing)
         if column.kind == "boolean" and not is_bool:
             return _rows(~missing & ~_booleans(series), name, "expected true or false")
         allowed = self._categories.get(name)
@@ -148,14 +153,11 @@ class Validator:
 
     def build(self, records: list[dict]) -> pd.DataFrame:
         """The frame of records that passed :meth:`check`, with the training dtypes."""
-        return pd.DataFrame(
-            {name: build([r[name] for r in records]) for name, build in self._builders},
-            copy=False,
-        )
+        return self.builder.build(records)
 
     def _check(self, name: str, value) -> str | None:
-        column = self.schema.column(name)
-        if value is None:
+        column = self._columns[name]
+        if value is None or (column.kind == "datetime" and is_missing_datetime(value)):
             if column.nullable:
                 return None
             return NULL_NOT_ALLOWED
@@ -176,17 +178,52 @@ def _checker(column: Column):
     """A function ``value -> error message or None`` for the column's kind and dtype."""
     kind = column.kind
     if kind == "numeric":
-        integer = column.dtype.lower().startswith(("int", "uint"))
-        return lambda v: _check_number(v, integer)
+        limit = _limit(column)
+        return lambda v: _check_number(v, column.is_integer, limit)
     if kind == "boolean":
         return lambda v: None if isinstance(v, bool) else f"expected true or false, got {_show(v)}"
     if kind == "datetime":
-        return _check_datetime
+        return lambda v: _check_datetime(v, column)
     if _other_categories(column):
         return lambda v: (
-            f"expected a category, got {_show(v)}" if isinstance(v, (list, dict)) else None
+            f"expected a category, got {_show(v)}"
+            if isinstance(v, (list, dict, NonFinite))
+            else None
         )
     return lambda v: None if isinstance(v, str) else f"expected a string, got {_show(v)}"
+
+
+@dataclass(frozen=True)
+class _Limit:
+    """The values a numeric column can hold, and what to say of one beyond them."""
+
+    low: float
+    high: float
+    reason: str
+
+    def holds(self, value) -> bool:
+        return self.low <= value <= self.high
+
+
+def _limit(column: Column) -> _Limit:
+    """The range of the column's dtype, narrowed to what the model can hold (``max_abs``)."""
+    dtype = column.dtype.lower()
+    numpy_dtype = np.dtype(dtype) if dtype in _NUMBER_DTYPES else np.dtype("float64")
+    if numpy_dtype.kind in "iu":
+        info = np.iinfo(numpy_dtype)
+        limit = _Limit(int(info.min), int(info.max), f"the column holds {dtype}")
+    else:
+        biggest = float(np.finfo(numpy_dtype).max)
+        limit = _Limit(-biggest, biggest, f"the column holds {dtype}")
+    if column.max_abs is not None and column.max_abs < limit.high:
+        reason = "the model computes in float32"
+        limit = _Limit(-column.max_abs, column.max_abs, reason)
+    return limit
+
+
+_NUMBER_DTYPES = frozenset(
+    f"{kind}{bits}" for kind in ("int", "uint") for bits in (8, 16, 32, 64)
+) | {"float16", "float32", "float64"}
 
 
 def _other_categories(column: Column) -> bool:
@@ -211,12 +248,13 @@ def _column_check(column: Column, allowed: frozenset | None):
             kinds.discard(type(None))
         return kinds <= types
 
-    if column.kind == "numeric" and column.dtype.lower().startswith(("int", "uint")):
+    limit = _limit(column) if column.kind == "numeric" else None
+    if column.is_integer:
 
         def integers(values):
             values = present(values)
             return only(values, {int}) and (
-                not values or (_INT64_MIN <= min(values) and max(values) <= _INT64_MAX)
+                not values or (limit.low <= min(values) and max(values) <= limit.high)
             )
 
         return integers
@@ -225,8 +263,13 @@ def _column_check(column: Column, allowed: frozenset | None):
         def numbers(values):
             if not only(values, {int, float}):
                 return False
-            try:
-                return math.isfinite(sum(present(values)))  # NaN or an infinity would show
+            values = present(values)
+            try:  # NaN would show in the sum; an infinity beyond the limits
+                return not values or (
+                    math.isfinite(sum(values))
+                    and limit.low <= min(values)
+                    and max(values) <= limit.high
+                )
             except OverflowError:  # an integer beyond the floating-point range
                 return False
 
@@ -244,32 +287,70 @@ def _column_check(column: Column, allowed: frozenset | None):
     return strings
 
 
-def _check_number(value, integer: bool) -> str | None:
+def _check_number(value, integer: bool, limit: _Limit) -> str | None:
+    if isinstance(value, NonFinite):
+        return f"expected a finite number, got {value.text}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return f"expected a number, got {_show(value)}"
     if isinstance(value, float) and not math.isfinite(value):
         return f"expected a finite number, got {value}"
     if integer and isinstance(value, float) and not value.is_integer():
         return f"expected an integer (the column is integer in training), got {value}"
-    if integer and not _INT64_MIN <= value <= _INT64_MAX:
-        return f"{value} is out of the 64-bit integer range"
-    if isinstance(value, int) and abs(value) > _FLOAT_MAX:
-        return f"{value} is out of the floating-point range"
+    if not limit.holds(value):
+        return f"{value} is out of range: {limit.reason}, from {limit.low:g} to {limit.high:g}"
     return None
 
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_FLOAT_MAX = 1.7976931348623157e308
-
-
-def _check_datetime(value) -> str | None:
-    if not isinstance(value, str):
-        return f"expected an ISO-8601 date-time string, got {_show(value)}"
+def _check_datetime(value, column: Column) -> str | None:
     try:
-        datetime.fromisoformat(value)
-    except ValueError:
-        return f"expected an ISO-8601 date-time string, got {value!r}"
+        parse_datetime(value, column)
+    except DatetimeProblem as exc:
+        return str(exc)
     return None
+
+
+def _number_problems(column: Column, series: pd.Series, missing: np.ndarray) -> list[Problem]:
+    """Rows of a numeric frame column that are not finite, not whole where the column is
+    integer, or beyond what the column (or the model) can hold."""
+    values = series.to_numpy(dtype=float, na_value=np.nan)
+    present = ~missing
+    for bad, message in (
+        (present & ~np.isfinite(values), "expected a finite number"),
+        (
+            present & (np.mod(values, 1) != 0) if column.is_integer else None,
+            "expected an integer",
+        ),
+    ):
+        if bad is not None and bad.any():
+            return _rows(bad, column.name, message)
+    limit = _limit(column)
+    with np.errstate(invalid="ignore"):
+        beyond = present & ((values < limit.low) | (values > limit.high))
+    if beyond.any():
+        return _rows(beyond, column.name, f"out of range: {limit.reason}")
+    return []
+
+
+def _datetime_problems(column: Column, series: pd.Series, missing: np.ndarray) -> list[Problem]:
+    """Rows of a frame column that cannot become the column's datetimes (see
+    :func:`~nbmlops.frames.parse_datetime` for the time-zone policy)."""
+    if pd.api.types.is_datetime64_any_dtype(series.dtype):
+        zoned = getattr(series.dtype, "tz", None) is not None
+        if zoned == (column.tz is not None):
+            return []
+        wanted = f"in {column.tz}" if column.tz else "without a time zone"
+        return _rows(~missing, column.name, f"the column was trained {wanted}; got {series.dtype}")
+    problems = []
+    for row in np.flatnonzero(~missing):
+        value = series.iloc[row]
+        message = _check_datetime(
+            value.isoformat() if hasattr(value, "isoformat") else value, column
+        )
+        if message is not None:
+            problems.append(Problem(int(row), column.name, message))
+            if len(problems) >= MAX_PROBLEMS:
+                break
+    return problems
 
 
 def _booleans(series: pd.Series) -> np.ndarray:
@@ -280,53 +361,6 @@ def _booleans(series: pd.Series) -> np.ndarray:
 def _rows(mask: np.ndarray, name: str, message: str) -> list[Problem]:
     """A problem for each of the first offending rows (positions) in ``mask``."""
     return [Problem(int(row), name, message) for row in np.flatnonzero(mask)[:MAX_PROBLEMS]]
-
-
-def _builder(column: Column):
-    """A function ``values -> column array`` with the training dtype of ``column``.
-
-    Building pandas objects from a few values costs more than scoring them, so the common
-    dtypes get a direct constructor with everything that does not depend on the values
-    prepared once; the rest (and categories never seen in training) take pandas' general path.
-    """
-    dtype = column.dtype
-    if column.kind == "numeric" and column.nullable and dtype.startswith("int"):
-        dtype = "float64"
-    if dtype == "category":
-        return _category_builder(list(column.categories or ()))
-    if column.kind == "datetime":
-        return lambda values: pd.Series(pd.to_datetime(values)).astype(dtype)
-    if dtype in ("str", "string"):
-        string_dtype = pd.api.types.pandas_dtype(dtype)
-        return lambda values: pd.array(values, dtype=string_dtype)
-    numpy_dtype = _numpy_dtype(dtype)
-    if numpy_dtype is not None and not (numpy_dtype.kind == "b" and column.nullable):
-        return lambda values: np.array(values, dtype=numpy_dtype)
-    return lambda values: pd.Series(values, dtype=dtype)
-
-
-def _category_builder(known: list):
-    category_dtype = pd.CategoricalDtype(known)
-    codes = {value: code for code, value in enumerate(known)}
-    codes[None] = -1
-
-    def build(values: list):
-        try:
-            return pd.Categorical.from_codes([codes[v] for v in values], dtype=category_dtype)
-        except (KeyError, TypeError):  # a category never seen in training (allowed) or unhashable
-            extra = sorted({v for v in values if v is not None and v not in codes}, key=str)
-            return pd.Categorical(values, categories=known + extra)
-
-    return build
-
-
-def _numpy_dtype(dtype: str) -> np.dtype | None:
-    """The numpy dtype of a bool, integer or float column, or None for anything else."""
-    try:
-        numpy_dtype = np.dtype(dtype)
-    except TypeError:
-        return None
-    return numpy_dtype if numpy_dtype.kind in "biuf" else None
 
 
 def _json_type(value) -> str:

@@ -153,3 +153,17 @@ def center_charges(frame):
     out = frame[["monthly_charges", "support_calls"]].copy()
     out["monthly_charges"] = out["monthly_charges"] - out["monthly_charges"].mean()
     return out
+
+
+def fails_on_long_tenure(frame):
+    """Raises on a value the schema accepts (tenure beyond any seen), like a real featurizer bug."""
+    if (frame["tenure_months"] > 1000).any():
+        raise ValueError("internal detail: lookup table has no row for this tenure")
+    return add_charge_per_call(frame)
+
+
+def reads_the_index(frame):
+    """Skew on purpose: a feature from the row labels, which a server's frame does not keep."""
+    out = add_charge_per_call(frame)
+    out["row_label"] = frame.index.to_numpy() % 7
+    return out

@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 
-from nbmlops.server import MicroBatcher
+from nbmlops.server import BatchLoopFailure, MicroBatcher
 
 
 class Recorder:
@@ -29,7 +29,7 @@ async def closed_loop(batcher: MicroBatcher, callers: int, rounds: int) -> None:
 
     async def caller(index: int):
         for _ in range(rounds):
-            await batcher.submit([{"x": 1}], "/predict", time.perf_counter())
+            await batcher.submit([{"x": 1}], {}, "/predict", time.perf_counter(), "r")
             await asyncio.sleep(0.0003 * index)  # clients take their own time to send again
 
     await asyncio.gather(*(caller(i) for i in range(callers)))
@@ -65,7 +65,7 @@ def test_a_lone_caller_is_not_kept_waiting():
         batcher.start()
         started = time.perf_counter()
         for _ in range(5):
-            await batcher.submit([{"x": 1}], "/predict", time.perf_counter())
+            await batcher.submit([{"x": 1}], {}, "/predict", time.perf_counter(), "r")
         elapsed = time.perf_counter() - started
         await batcher.stop()
         return elapsed
@@ -87,7 +87,7 @@ def test_light_traffic_never_waits_for_company():
 
         async def call():
             started = time.perf_counter()
-            await batcher.submit([{"x": 1}], "/predict", started)
+            await batcher.submit([{"x": 1}], {}, "/predict", started, "r")
             latencies.append(time.perf_counter() - started)
 
         for _ in range(6):
@@ -113,7 +113,7 @@ def test_slow_models_run_off_the_event_loop_and_quick_ones_on_it():
         batcher = MicroBatcher(score, max_rows=1000, max_wait=0.01)
         batcher.start()
         for _ in range(4):
-            await batcher.submit([{"x": 1}], "/predict", time.perf_counter())
+            await batcher.submit([{"x": 1}], {}, "/predict", time.perf_counter(), "r")
         await batcher.stop()
 
     asyncio.run(scenario(quick))
@@ -137,11 +137,56 @@ def test_a_failing_batch_fails_its_callers_only():
         batcher = MicroBatcher(score, max_rows=1000, max_wait=0.01)
         batcher.start()
         first = await asyncio.gather(
-            batcher.submit([{"x": 1}], "/predict", 0.0), return_exceptions=True
+            batcher.submit([{"x": 1}], {}, "/predict", 0.0, "r"), return_exceptions=True
         )
-        second = await batcher.submit([{"x": 1}], "/predict", 0.0)
+        second = await batcher.submit([{"x": 1}], {}, "/predict", 0.0, "r")
         await batcher.stop()
         return first, second
 
     first, second = asyncio.run(scenario())
-    assert isinstance(first[0], RuntimeError) and second == [0]
+    assert isinstance(first[0], BatchLoopFailure) and second == [0]
+
+
+def test_each_caller_gets_its_own_outcome_from_one_batch():
+    def score(jobs):
+        return [ValueError("mine") if job.records[0]["x"] < 0 else [1] for job in jobs]
+
+    async def scenario():
+        batcher = MicroBatcher(score, max_rows=1000, max_wait=0.01)
+        batcher.start()
+        outcomes = await asyncio.gather(
+            *(batcher.submit([{"x": x}], {}, "/predict", 0.0, "r") for x in (1, -1, 1)),
+            return_exceptions=True,
+        )
+        await batcher.stop()
+        return outcomes
+
+    good, bad, other = asyncio.run(scenario())
+    assert good == other == [1] and isinstance(bad, ValueError)
+
+
+def test_the_watchdog_restarts_a_batch_loop_that_died():
+    calls = []
+
+    def score(jobs):
+        calls.append(len(jobs))
+        return [] if len(calls) == 1 else [[0] * len(job.records) for job in jobs]  # 1st: a bug
+
+    async def scenario():
+        batcher = MicroBatcher(score, max_rows=1000, max_wait=0.01)
+        batcher.start()
+        first = await asyncio.wait_for(
+            asyncio.gather(
+                batcher.submit([{"x": 1}], {}, "/predict", 0.0, "r"), return_exceptions=True
+            ),
+            timeout=5,
+        )
+        down = batcher.healthy
+        second = await asyncio.wait_for(batcher.submit([{"x": 1}], {}, "/predict", 0.0, "r"), 5)
+        up = batcher.healthy
+        await batcher.stop()
+        return first, down, second, up, batcher.restarts
+
+    first, down, second, up, restarts = asyncio.run(scenario())
+    assert isinstance(first[0], BatchLoopFailure)  # the caller in the dead loop is answered
+    assert not down and up and restarts == 1 and second == [0]

@@ -99,3 +99,46 @@ def test_data_hash_tracks_content_not_index(frame):
     changed.loc[3, "amount"] = 1.0
     assert data_hash(changed) != data_hash(frame)
     assert data_hash(frame.rename(columns={"amount": "amt"})) != data_hash(frame)
+
+
+def test_format_1_schemas_are_still_read():
+    old = {
+        "format_version": 1,
+        "task": "classification",
+        "columns": [
+            {
+                "name": "plan",
+                "dtype": "category",
+                "kind": "categorical",
+                "nullable": False,
+                "min": None,
+                "max": None,
+                "categories": ["basic", "pro"],
+            },
+            {
+                "name": "when",
+                "dtype": "datetime64[ns, UTC]",
+                "kind": "datetime",
+                "nullable": True,
+                "min": None,
+                "max": None,
+                "categories": None,
+            },
+        ],
+        "output": {"dtype": "int64", "classes": [0, 1]},
+    }
+    schema = Schema.from_dict(old)
+    plan, when = schema.columns
+    assert plan.categories == ("basic", "pro") and not plan.ordered and plan.max_abs is None
+    assert (when.unit, when.tz) == ("ns", "UTC")
+    assert schema.format_version == 1
+
+
+def test_a_categorical_keeps_its_own_order_and_flag():
+    frame = pd.DataFrame(
+        {"size": pd.Categorical(["b", "a"], categories=["b", "c", "a"], ordered=True)}
+    )
+    schema = infer_schema(frame, "regression", pd.Series([0.0, 1.0]), None)
+    (size,) = schema.columns
+    assert size.categories == ("b", "c", "a") and size.ordered
+    assert Schema.from_dict(json.loads(json.dumps(schema.to_dict()))) == schema

@@ -121,8 +121,9 @@ def test_open_inference_protocol(store, client):
     assert meta["name"] == "churn" and meta["versions"] == ["1"]
     assert {i["name"] for i in meta["inputs"]} == set(rows(1).columns)
     frame = rows(3)
+    datatypes = {i["name"]: i["datatype"] for i in meta["inputs"]}
     tensors = [
-        {"name": c, "shape": [3], "datatype": "BYTES", "data": [r[c] for r in records(frame)]}
+        {"name": c, "shape": [3], "datatype": datatypes[c], "data": [r[c] for r in records(frame)]}
         for c in frame.columns
     ]
     answer = client.post("/v2/models/churn/infer", json={"id": "req-1", "inputs": tensors}).json()
@@ -379,5 +380,41 @@ def test_two_workers_log_everything_and_metrics_add_up_across_them(store):
         for _ in range(6):  # whichever worker answers the scrape
             with httpx.Client(base_url=handle.url, timeout=30) as http:
                 assert want in http.get("/metrics").text
+    finally:
+        handle.stop()
+
+
+def test_a_model_failure_is_that_callers_500_alone(settings):
+    from tests.capture_examples import fails_on_long_tenure
+    from tests.served_model import NUMERIC, logistic_pipeline
+
+    df = make_churn(300, seed=0)
+    x, y = df.drop(columns="churned"), df["churned"]
+    model = logistic_pipeline(NUMERIC).fit(fails_on_long_tenure(x), y)
+    nbmlops.package(
+        "fragile", model, x, target=y, preprocess=[fails_on_long_tenure], settings=settings
+    )
+    handle = serve("fragile", settings=settings)
+    try:
+        good = records(rows(8))
+        bad = {**good[0], "tenure_months": 5000}  # passes the schema; the featurizer raises
+        alone = [httpx.post(f"{handle.url}/predict", json=r).json() for r in good]
+        bodies = [{"records": [r]} for r in good] + [{"records": [bad]}]
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            for _ in range(5):  # rounds, so that the bad request shares batches
+                answers = list(
+                    pool.map(lambda b: httpx.post(f"{handle.url}/predict", json=b), bodies)
+                )
+                for response, want in zip(answers[:-1], alone, strict=True):
+                    assert response.status_code == 200, response.text
+                    got = response.json()["predictions"][0]
+                    assert got["prediction"] == want["predictions"][0]["prediction"]
+                failed = answers[-1]
+                assert failed.status_code == 500
+                body = failed.json()
+                assert "internal detail" not in failed.text and "ValueError" not in failed.text
+                assert body["request_id"] == failed.headers["x-request-id"]
+        server_log = Path(handle.log_file).read_text()
+        assert body["request_id"] in server_log and "internal detail" in server_log
     finally:
         handle.stop()

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from nbmlops.errors import ValidationError
+from nbmlops.frames import to_records
 from nbmlops.schema import infer_schema
 from nbmlops.validation import Validator
 
@@ -161,3 +162,86 @@ def test_categories_other_than_strings_are_checked_value_by_value():
     ):
         with pytest.raises(ValidationError, match=words):
             checker.check([{"tier": value, "x": 1.0}])
+
+
+@pytest.fixture
+def exotic() -> pd.DataFrame:
+    """Dtypes whose rebuilding goes wrong quietly: order, zones, widths, nullable booleans."""
+    n = 12
+    return pd.DataFrame(
+        {
+            "size": pd.Categorical(
+                ["small", "large", "medium"] * 4,
+                categories=["small", "medium", "large"],
+                ordered=True,
+            ),
+            "level": pd.Categorical([3, 1, 2] * 4, categories=[3, 1, 2]),
+            "at": pd.date_range("2026-03-29 00:00", periods=n, freq="h", tz="Europe/Paris"),
+            "naive_ns": pd.date_range("2026-01-01", periods=n, freq="D").as_unit("ns"),
+            "small_int": np.arange(n, dtype=np.int16),
+            "ratio": np.linspace(0, 1, n, dtype=np.float32),
+            "maybe": pd.array([True, False, None] * 4, dtype="boolean"),
+        }
+    )
+
+
+def test_exotic_dtypes_build_back_exactly_codes_included(exotic):
+    check = validator(exotic)
+    built = check.frame(to_records(exotic))
+    for name in exotic.columns:
+        assert built[name].dtype == exotic[name].dtype, name
+        assert built[name].tolist() == exotic[name].tolist(), name
+    assert built["size"].cat.codes.tolist() == exotic["size"].cat.codes.tolist()
+    assert built["level"].cat.codes.tolist() == exotic["level"].cat.codes.tolist()
+    # batches assembled from requests built one by one are the same frame
+    parts = [check.builder.columns([r]) for r in to_records(exotic)]
+    pd.testing.assert_frame_equal(check.builder.frame(parts), built)
+
+
+def test_a_zoned_column_converts_offsets_and_refuses_naive_times(exotic):
+    check = validator(exotic)
+    record = to_records(exotic.iloc[:1])[0]
+    built = check.frame([{**record, "at": "2026-03-28T23:00:00Z"}])
+    assert built["at"].iloc[0] == exotic["at"].iloc[0]  # midnight in Paris
+    with pytest.raises(ValidationError, match="no time zone, but the column was trained in"):
+        check.check([{**record, "at": "2026-03-29T00:00:00"}])
+    with pytest.raises(
+        ValidationError, match="has a time zone, but the column was trained without"
+    ):
+        check.check([{**record, "naive_ns": "2026-01-01T00:00:00+01:00"}])
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("small_int", 40_000, "out of range: the column holds int16"),
+        ("ratio", 1e39, "out of range: the column holds float32"),
+        ("naive_ns", "2300-01-01T00:00:00", "outside the range a datetime64[ns]"),
+        ("maybe", "yes", "expected true or false"),
+        ("level", [3], "expected a category"),
+    ],
+)
+def test_values_beyond_what_the_dtype_holds_are_named(exotic, field, value, words):
+    record = to_records(exotic.iloc[:1])[0]
+    with pytest.raises(ValidationError) as caught:
+        validator(exotic).check([{**record, field: value}])
+    (problem,) = caught.value.problems
+    assert problem.field == field and words in problem.message
+
+
+def test_missing_datetimes_may_be_spelled_as_pandas_writes_them(exotic):
+    frame = exotic.assign(naive_ns=exotic["naive_ns"].where(exotic.index % 2 == 0))
+    record = to_records(frame.iloc[1:2])[0] | {"naive_ns": "NaT"}
+    assert validator(frame).frame([record])["naive_ns"].isna().all()
+
+
+def test_a_frame_is_conformed_to_the_training_dtypes(exotic):
+    check = validator(exotic)
+    loose = exotic.astype({"size": "str", "at": "str"}).astype({"size": "category"})
+    assert list(loose["size"].cat.categories) == ["large", "medium", "small"]  # sorted
+    check.check_frame(loose)
+    conformed = check.builder.conform(loose)
+    assert conformed["size"].cat.codes.tolist() == exotic["size"].cat.codes.tolist()
+    assert conformed["at"].tolist() == exotic["at"].tolist()
+    with pytest.raises(ValidationError, match="trained in Europe/Paris"):
+        check.check_frame(exotic.assign(at=exotic["at"].dt.tz_localize(None)))
