@@ -185,11 +185,9 @@ def _checker(column: Column):
     if kind == "datetime":
         return lambda v: _check_datetime(v, column)
     if _other_categories(column):
-        return lambda v: (
-            f"expected a category, got {_show(v)}"
-            if isinstance(v, (list, dict, NonFinite))
-            else None
-        )
+        kinds = {_json_type(c) for c in column.categories}
+        # JSON has one number type: a boolean is no number (though Python's True == 1)
+        return lambda v: None if _json_type(v) in kinds else f"expected a category, got {_show(v)}"
     return lambda v: None if isinstance(v, str) else f"expected a string, got {_show(v)}"
 
 

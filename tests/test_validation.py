@@ -245,3 +245,9 @@ def test_a_frame_is_conformed_to_the_training_dtypes(exotic):
     assert conformed["at"].tolist() == exotic["at"].tolist()
     with pytest.raises(ValidationError, match="trained in Europe/Paris"):
         check.check_frame(exotic.assign(at=exotic["at"].dt.tz_localize(None)))
+
+
+def test_a_boolean_is_not_taken_for_a_number_category(exotic):
+    record = to_records(exotic.iloc[:1])[0]
+    with pytest.raises(ValidationError, match="expected a category, got a boolean"):
+        validator(exotic).check([{**record, "level": True}])  # True == 1 in Python
