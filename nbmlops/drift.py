@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -73,6 +74,7 @@ class FeatureDrift:
     reference: tuple[float, ...] = ()
     current: tuple[float, ...] = ()
     note: str = ""
+    skipped: int = 0
 
     def to_dict(self) -> dict:
         return {
@@ -89,6 +91,7 @@ class FeatureDrift:
             "null_rate": _rounded(self.null_rate),
             "reference_null_rate": _rounded(self.reference_null_rate),
             "note": self.note,
+            "skipped": self.skipped,
         }
 
 
@@ -108,6 +111,7 @@ class _Raw:
     cur_hist: tuple = ()
     note: str = ""
     extra: dict = field(default_factory=dict)
+    skipped: int = 0
 
 
 def detect_drift(
@@ -147,6 +151,7 @@ def detect_drift(
                 reference=tuple(float(x) for x in raw.ref_hist),
                 current=tuple(float(x) for x in raw.cur_hist),
                 note=raw.note,
+                skipped=raw.skipped,
             )
         )
     return results
@@ -178,16 +183,76 @@ def _measure(ref: ColumnProfile, series: pd.Series, thresholds: Thresholds) -> _
     null_rate = float(series.isna().mean()) if n_total else None
     values = series.dropna()
     if ref.kind in ("numeric", "datetime"):
-        return _numeric(ref, values, n_total, null_rate, thresholds)
-    return _categorical(ref, values, n_total, null_rate, thresholds)
-
-
-def _numeric(ref, values: pd.Series, n_total, null_rate, thresholds) -> _Raw:
-    if ref.kind == "datetime":
-        current = pd.to_datetime(values).dt.as_unit("ns").astype("int64").to_numpy(float) / 1e9
+        current = _datetimes(values) if ref.kind == "datetime" else _numbers(values)
+        raw = _numeric(ref, current, n_total, null_rate, thresholds)
     else:
-        current = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
-    current = np.sort(current[np.isfinite(current)])
+        raw = _categorical(ref, _scalars(values), n_total, null_rate, thresholds)
+    # what is neither missing nor measured could not be read as the column's kind
+    raw.skipped = len(values) - raw.n
+    return raw
+
+
+def _numbers(values: pd.Series) -> np.ndarray:
+    """The finite numbers among the non-null ``values``: booleans, date-times, arrays, objects
+    and text that does not spell a number are left out."""
+    dtype = values.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return np.empty(0)
+    if pd.api.types.is_numeric_dtype(dtype):
+        numbers = values.to_numpy(dtype=float)
+    elif pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype):
+        if pd.api.types.is_object_dtype(dtype) and (
+            pd.api.types.infer_dtype(values, skipna=False) not in _NUMBER_KINDS
+        ):
+            values = values[~values.map(_is_boolean).to_numpy(dtype=bool)]
+        numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    else:
+        return np.empty(0)
+    return numbers[np.isfinite(numbers)]
+
+
+def _datetimes(values: pd.Series) -> np.ndarray:
+    """The non-null ``values`` that are date-times (or ISO-8601 text, each parsed on its own)
+    as seconds since the epoch, UTC; a time without a zone is taken as UTC, as in the profile."""
+    if not pd.api.types.is_datetime64_any_dtype(values.dtype):
+        if pd.api.types.infer_dtype(values, skipna=False) != "string":
+            values = values[values.map(_is_time).to_numpy(dtype=bool)]
+        if not len(values):
+            return np.empty(0)
+        values = pd.to_datetime(values, format="ISO8601", utc=True, errors="coerce").dropna()
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        values = values.dt.tz_convert(None)
+    # microseconds reach past the year 2262, where nanoseconds stop
+    return values.to_numpy().astype("datetime64[us]").astype(np.int64) / 1e6
+
+
+def _scalars(values: pd.Series) -> pd.Series:
+    """The non-null ``values`` that can be a category: arrays and objects are left out."""
+    if pd.api.types.is_object_dtype(values.dtype) and (
+        pd.api.types.infer_dtype(values, skipna=False) not in _SCALAR_KINDS
+    ):
+        return values[~values.map(_is_container).to_numpy(dtype=bool)]
+    return values
+
+
+_NUMBER_KINDS = frozenset({"integer", "floating", "mixed-integer-float", "decimal"})
+_SCALAR_KINDS = _NUMBER_KINDS | {"string", "boolean", "empty"}
+
+
+def _is_boolean(value) -> bool:
+    return isinstance(value, bool | np.bool_)
+
+
+def _is_time(value) -> bool:
+    return isinstance(value, str | datetime)
+
+
+def _is_container(value) -> bool:
+    return isinstance(value, list | tuple | dict | set | np.ndarray)
+
+
+def _numeric(ref, current: np.ndarray, n_total, null_rate, thresholds) -> _Raw:
+    current = np.sort(current)
     n = len(current)
     test = "ks" if n < thresholds.large_sample else "wasserstein"
     base = _Raw(ref, test, None, None, None, None, thresholds.numeric_effect, n, null_rate)

@@ -7,7 +7,7 @@ reference profile and packaged metrics. Status: ``alert`` when a threshold is br
 
 from __future__ import annotations
 
-import json
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -15,10 +15,12 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from nbmlops import jsoncodec
 from nbmlops.config import Settings
 from nbmlops.drift import FeatureDrift, Thresholds, detect_drift
 from nbmlops.errors import UsageError
 from nbmlops.evaluate import LOWER_IS_BETTER, evaluate
+from nbmlops.feedback import accepted, usable
 from nbmlops.model import load
 from nbmlops.predlog import ERROR, REJECTED, PredictionLog, Window
 
@@ -61,6 +63,40 @@ class Alert:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """Log content the report could not use and left out: ``what`` (``inputs``, ``values`` of
+    ``feature``, ``outputs``, ``latency``, ``feedback`` or ``proba``), how many, and why."""
+
+    what: str
+    count: int
+    reason: str
+    feature: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "what": self.what,
+            "feature": self.feature,
+            "count": self.count,
+            "reason": self.reason,
+        }
+
+    def __str__(self) -> str:
+        one, many = _SKIPPED_NOUNS.get(self.what, (self.what, self.what))
+        noun = (one if self.count == 1 else many).format(feature=self.feature)
+        return f"{self.count:,} {noun} skipped: {self.reason}"
+
+
+_SKIPPED_NOUNS = {
+    "inputs": ("logged input", "logged inputs"),
+    "values": ("value of {feature}", "values of {feature}"),
+    "outputs": ("logged output", "logged outputs"),
+    "latency": ("latency", "latencies"),
+    "feedback": ("feedback label", "feedback labels"),
+    "proba": ("labelled prediction", "labelled predictions"),
+}
+
+
+@dataclass(frozen=True)
 class MonitorReport:
     """One look at a model's health; ``to_dict()`` is what ``nbmlops monitor --json`` prints."""
 
@@ -82,6 +118,7 @@ class MonitorReport:
     warnings: tuple[Alert, ...]
     volume: tuple[tuple[str, int], ...] = ()
     thresholds: MonitorThresholds = field(default_factory=MonitorThresholds)
+    skipped: tuple[Skipped, ...] = ()
 
     def to_dict(self) -> dict:
         return {
@@ -102,10 +139,13 @@ class MonitorReport:
             "warnings": [w.to_dict() for w in self.warnings],
             "volume": [{"hour": h, "predictions": n} for h, n in self.volume],
             "thresholds": self.thresholds.to_dict(),
+            "skipped": [s.to_dict() for s in self.skipped],
         }
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per feature (drifted first), plus the prediction row."""
+        """One row per feature (drifted first), plus the prediction row; ``skipped`` counts the
+        values of each that could not be read (the rest of what was skipped is in
+        :attr:`skipped`)."""
         rows = [f.to_dict() for f in self.features]
         if self.prediction_drift is not None:
             rows.append({**self.prediction_drift.to_dict(), "name": "(prediction)"})
@@ -134,6 +174,7 @@ class MonitorReport:
             f"  drifted features: {', '.join(drifted) or 'none'}",
             f"  latency ms p50/p95/p99: {self.latency_ms.get('p50')}/"
             f"{self.latency_ms.get('p95')}/{self.latency_ms.get('p99')}",
+            *(f"  {s}" for s in self.skipped),
         ]
         return "\n".join(lines)
 
@@ -185,23 +226,31 @@ def monitor(
 
 
 def build_report(loaded, window: Window, thresholds: MonitorThresholds, start, now):
-    """The report for the log ``window`` of the version ``loaded`` (see :func:`monitor`)."""
+    """The report for the log ``window`` of the version ``loaded`` (see :func:`monitor`).
+
+    What the log holds never makes it fail: a record, value or label it cannot use is left out
+    of what needs it and counted in the report's ``skipped``.
+    """
     scored, inputs, outputs = window.scored, window.inputs, window.outputs
     profile, schema = loaded.profile, loaded.schema
+    n = len(scored)
     features = detect_drift(list(profile.columns), inputs, thresholds.drift)
+    predicted = _predictions(schema, outputs)
     prediction_ref = next((p for p in profile.predictions if p.name == "prediction"), None)
     prediction_drift = None
     if prediction_ref is not None:
-        predicted = outputs["prediction"] if "prediction" in outputs else pd.Series(dtype=float)
-        if schema.classes is not None:
-            predicted = predicted.astype(str)
+        # classes as the profile spells them: 1.0 (from a float column, say) is "1"
+        shown = (
+            predicted
+            if schema.classes is None
+            else predicted.map({c: str(c) for c in schema.classes})
+        )
         prediction_drift = detect_drift(
-            [prediction_ref], predicted.to_frame("prediction"), thresholds.drift
+            [prediction_ref], shown.to_frame("prediction"), thresholds.drift
         )[0]
     features = tuple(
         sorted(features, key=lambda f: (not f.drifted, not f.significant, -(f.psi or 0)))
     )
-    n = len(scored)
     errors, rejected = window.statuses.get(ERROR, 0), window.statuses.get(REJECTED, 0)
     total = sum(window.statuses.values())
     error_rate = errors / (n + errors) if n + errors else None
@@ -209,7 +258,11 @@ def build_report(loaded, window: Window, thresholds: MonitorThresholds, start, n
     latency = _latency(scored["latency_ms"])
     created = datetime.fromisoformat(loaded.lineage.created)
     staleness = (now - created).total_seconds() / 86400
-    quality = _quality(loaded, scored, outputs)
+    quality, left_out = _quality(loaded, scored, outputs, predicted)
+    skipped = [
+        *_skipped_records(window, features, n - len(predicted), schema),
+        *left_out,
+    ]
     alerts, warnings = _reasons(
         features, prediction_drift, n, error_rate, latency, staleness, quality, thresholds
     )
@@ -233,7 +286,53 @@ def build_report(loaded, window: Window, thresholds: MonitorThresholds, start, n
         warnings=tuple(warnings),
         volume=_volume(scored["ts"]),
         thresholds=thresholds,
+        skipped=tuple(skipped),
     )
+
+
+def _predictions(schema, outputs: pd.DataFrame) -> pd.Series:
+    """The logged predictions that are one of the classes (or, for a regressor, a finite
+    number), indexed by the position of their record."""
+    if "prediction" not in outputs:
+        return pd.Series(dtype=object)
+    predicted = outputs["prediction"]
+    return predicted[usable(schema, predicted)]
+
+
+_VALUE_REASONS = {
+    "numeric": "not a number",
+    "datetime": "not an ISO-8601 date-time",
+}
+
+
+def _skipped_records(window: Window, features, bad_outputs: int, schema) -> list[Skipped]:
+    """What the drift and latency measures could not read."""
+    found = []
+    if window.skipped.get("inputs"):
+        found.append(
+            Skipped("inputs", window.skipped["inputs"], "not a JSON object; left out of drift")
+        )
+    for f in sorted((f for f in features if f.skipped), key=lambda f: f.name):
+        reason = _VALUE_REASONS.get(f.kind, "an array or an object, not a category")
+        found.append(Skipped("values", f.skipped, f"{reason}; left out of drift", f.name))
+    if bad_outputs:
+        found.append(
+            Skipped(
+                "outputs",
+                bad_outputs,
+                f"no prediction that is {accepted(schema)}; left out of prediction drift "
+                "and quality",
+            )
+        )
+    if window.skipped.get("latency"):
+        found.append(
+            Skipped(
+                "latency",
+                window.skipped["latency"],
+                "not a finite number; left out of the latency percentiles",
+            )
+        )
+    return found
 
 
 def _window_start(now: datetime, window: str | None, since: str | None) -> datetime | None:
@@ -253,26 +352,92 @@ def _latency(values: pd.Series) -> dict:
     return {"p50": round(float(p50), 3), "p95": round(float(p95), 3), "p99": round(float(p99), 3)}
 
 
-def _quality(loaded, scored: pd.DataFrame, outputs: pd.DataFrame) -> dict | None:
-    labelled = scored["feedback"].notna()
-    if not labelled.any():
-        return None
-    labels = [json.loads(v) for v in scored.loc[labelled, "feedback"]]
-    outs = outputs.loc[labelled]
-    frame = pd.DataFrame({"prediction": outs["prediction"].to_numpy()})
-    classes = loaded.schema.classes
-    if classes is not None and "proba" in outs:
-        for label in classes:
-            frame[f"proba_{label}"] = [p.get(str(label)) for p in outs["proba"]]
-    metrics = evaluate(frame, labels, loaded.schema.task, classes)
+def _quality(loaded, scored: pd.DataFrame, outputs: pd.DataFrame, predicted: pd.Series):
+    """Live metrics on the feedback labels (None without any usable one), and what was left
+    out: labels that are not one of the classes (or a finite number), and labelled records
+    without usable probabilities. ``predicted``: the usable predictions (see
+    :func:`_predictions`); a labelled record without one is counted with the outputs."""
+    schema = loaded.schema
+    texts = scored["feedback"].to_numpy(dtype=object)
+    labelled = np.flatnonzero(pd.notna(texts))
+    if not len(labelled):
+        return None, []
+    labels = _labels(texts[labelled])
+    good = usable(schema, labels)
+    skipped = []
+    if not good.all():
+        reason = f"not {accepted(schema)}; left out of quality"
+        skipped.append(Skipped("feedback", int((~good).sum()), reason))
+    chosen = np.flatnonzero(good & np.isin(labelled, predicted.index))
+    if not len(chosen):
+        return None, skipped
+    rows, labels = labelled[chosen], [labels[i] for i in chosen]
+    classes = schema.classes
+    # lists: sklearn reads the dtype from the values (an object array would be "unknown")
+    frame = pd.DataFrame({"prediction": predicted.loc[rows].tolist()})
+    if classes is not None and "proba" in outputs:
+        table = _probabilities(outputs["proba"].reindex(rows), [str(c) for c in classes])
+        complete = np.isfinite(table).all(axis=1) & ((table >= 0) & (table <= 1)).all(axis=1)
+        if not complete.all():
+            reason = (
+                "no probability between 0 and 1 for each class; their labels were left out "
+                "of quality"
+            )
+            skipped.append(Skipped("proba", int((~complete).sum()), reason))
+            frame, table = frame[complete].reset_index(drop=True), table[complete]
+            labels = [label for label, keep in zip(labels, complete, strict=True) if keep]
+        for i, label in enumerate(classes):
+            frame[f"proba_{label}"] = table[:, i]
+    if not labels:
+        return None, skipped
+    metrics = evaluate(frame, labels, schema.task, classes)
     primary = loaded.metadata["primary_metric"]
     packaged = loaded.lineage.metrics
-    return {
-        "n_labels": int(labelled.sum()),
-        "metrics": {k: round(v, 6) for k, v in metrics.items()},
+    quality = {
+        "n_labels": len(labels),
+        "metrics": {k: round(v, 6) for k, v in metrics.items() if math.isfinite(v)},
         "packaged": dict(packaged),
         "primary_metric": primary,
     }
+    return quality, skipped
+
+
+#: A label whose logged text is not JSON: refused like any value that is not a label.
+_UNREADABLE = object()
+
+
+def _labels(texts: np.ndarray) -> list:
+    """The JSON values of the label ``texts``, parsed in one go when they all are JSON."""
+    try:
+        values = jsoncodec.loads("[" + ",".join(texts) + "]")
+    except (ValueError, TypeError):  # DecodeError is a ValueError
+        values = None
+    if isinstance(values, list) and len(values) == len(texts):
+        return values
+    return [_label(text) for text in texts]
+
+
+def _label(text):
+    try:
+        return jsoncodec.loads(text)
+    except (ValueError, TypeError):  # DecodeError is a ValueError
+        return _UNREADABLE
+
+
+def _probabilities(values: pd.Series, keys: list[str]) -> np.ndarray:
+    """One row of class probabilities per logged ``proba`` object; NaN where one is not an
+    object holding a number for each of ``keys``."""
+    try:
+        return np.array([[proba[k] for proba in values] for k in keys], dtype=float).T
+    except (TypeError, KeyError, ValueError):  # something else than such objects: row by row
+        pass
+    table = np.full((len(values), len(keys)), np.nan)
+    for i, proba in enumerate(values):
+        if isinstance(proba, dict):
+            row = [proba.get(k) for k in keys]
+            if all(type(p) in (int, float) for p in row):
+                table[i] = row
+    return table
 
 
 def _reasons(features, prediction_drift, n, error_rate, latency, staleness, quality, t):
@@ -381,6 +546,6 @@ def _effect(f: FeatureDrift) -> str:
 def _volume(ts: pd.Series) -> tuple[tuple[str, int], ...]:
     if ts.empty:
         return ()
-    hours = pd.to_datetime(ts, unit="s", utc=True).dt.floor("h")
+    hours = pd.to_datetime(ts, unit="s", utc=True, errors="coerce").dt.floor("h")
     counts = hours.value_counts().sort_index()
     return tuple((h.isoformat(), int(c)) for h, c in counts.items())

@@ -14,7 +14,7 @@ import io
 import sqlite3
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -122,11 +122,25 @@ class PredictionLog:
                 daemon=True,
             ).start()
 
+    #: A write-ahead log larger than this gets a checkpoint that makes the next write start it
+    #: over (see :meth:`_checkpoints`).
+    RESTART_BYTES = 1 << 20
+
     def _checkpoints(self, every: float) -> None:
+        """Copy the write-ahead log into the database every ``every`` seconds.
+
+        A passive checkpoint never makes a writer wait, but the log only starts over when a
+        write begins after a checkpoint has copied everything: under steady writes that can
+        fail for seconds, and the file grows. Past :attr:`RESTART_BYTES` the checkpoint waits
+        for the writer in progress and holds the next until the log can start over.
+        """
         db = sqlite3.connect(self.path, timeout=30)
+        wal = self.path.with_name(self.path.name + "-wal")
         try:
             while not self._closed.wait(every):
-                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                size = wal.stat().st_size if wal.exists() else 0
+                mode = "RESTART" if size > self.RESTART_BYTES else "PASSIVE"
+                db.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
         finally:
             db.close()
 
@@ -223,17 +237,17 @@ class PredictionLog:
         if labels:
             labelled, values = zip(*labels, strict=True)
             feedback.iloc[pd.Index(rowids).get_indexer(labelled)] = values
+        ts, _ = _numbers(ts)
+        latency, bad_latency = _numbers(latency)
+        inputs, bad_inputs = _json_lines_frame(inputs)
+        outputs, bad_outputs = _json_lines_frame(outputs)
+        skipped = {"inputs": bad_inputs, "outputs": bad_outputs, "latency": bad_latency}
         return Window(
             statuses=dict(statuses),
-            scored=pd.DataFrame(
-                {
-                    "ts": np.array(ts, dtype=float),
-                    "latency_ms": np.array(latency, dtype=float),
-                    "feedback": feedback,
-                }
-            ),
-            inputs=_json_lines_frame(inputs),
-            outputs=_json_lines_frame(outputs),
+            scored=pd.DataFrame({"ts": ts, "latency_ms": latency, "feedback": feedback}),
+            inputs=inputs,
+            outputs=outputs,
+            skipped={k: v for k, v in skipped.items() if v},
         )
 
     def close(self) -> None:
@@ -245,12 +259,18 @@ class PredictionLog:
 @dataclass(frozen=True)
 class Window:
     """The log of one model version over a time range: rows by status, and for the scored
-    records their time, latency, feedback label (JSON text or None), inputs and outputs."""
+    records their time, latency, feedback label (JSON text or None), inputs and outputs.
+
+    ``inputs`` and ``outputs`` are indexed by the position of their record in ``scored``; a
+    record whose logged text is not a JSON object has no row there. ``skipped`` counts those
+    (``inputs``, ``outputs``) and the latencies that are not numbers (``latency``), when any.
+    """
 
     statuses: dict[str, int]
     scored: pd.DataFrame
     inputs: pd.DataFrame
     outputs: pd.DataFrame
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -273,18 +293,83 @@ def _where(model, version, since, until) -> tuple[str, list]:
     return " AND ".join(clauses), args
 
 
-def _json_lines_frame(texts: Sequence[str]) -> pd.DataFrame:
-    """One JSON object per text, as a frame, parsed in one go."""
+def _json_lines_frame(texts: Sequence) -> tuple[pd.DataFrame, int]:
+    """One JSON object per text, as a frame, parsed in one go; and how many texts are not a
+    JSON object (no row: the frame's index is the position of each text it read)."""
     if not texts:
-        return pd.DataFrame()
+        return pd.DataFrame(), 0
+    table = _arrow_table(texts)
+    if table is not None and table.num_rows == len(texts):
+        frame = table.to_pandas()
+        # pyarrow reads a ``null`` line as a row of nulls: there is none when some column has
+        # no null at all, else only the rows of nulls need a second look
+        if table.num_columns and min(c.null_count for c in table.columns) == 0:
+            return frame, 0
+        nulls = frame.isna().all(axis=1).to_numpy() if table.num_columns else None
+        candidates = range(len(texts)) if nulls is None else np.flatnonzero(nulls)
+        bad = [i for i in candidates if not isinstance(_object(texts[i]), dict)]
+        return frame.drop(index=bad), len(bad)
+    # Something pyarrow refuses: a text that is not an object, or a field whose values are of
+    # mixed types. Objects are told apart one text at a time, then parsed together again.
+    keep = [i for i, text in enumerate(texts) if _looks_like_object(text)]
+    table = _arrow_table([texts[i] for i in keep]) if len(keep) < len(texts) else None
+    if table is not None and table.num_rows == len(keep):
+        frame = table.to_pandas()
+    else:
+        with _collector_paused():
+            parsed = [(i, _object(texts[i])) for i in keep]
+            keep = [i for i, value in parsed if isinstance(value, dict)]
+            frame = pd.DataFrame([value for _, value in parsed if isinstance(value, dict)])
+    frame.index = pd.Index(keep) if len(frame) else pd.RangeIndex(0)
+    return frame, len(texts) - len(keep)
+
+
+def _arrow_table(texts: Sequence):
+    """The table pyarrow reads from ``texts``, one JSON text a line, or None if it refuses
+    them (or one of them spans lines)."""
     import pyarrow.json  # the server, which imports this module, never parses
 
-    data = "\n".join(texts).encode()
+    if not texts or not _looks_like_object(texts[0]):
+        return None  # pyarrow 25 crashes the process (SIGSEGV) when the first line is null
     try:
-        return pyarrow.json.read_json(io.BytesIO(data)).to_pandas()
-    except (ValueError, TypeError):
-        # pyarrow parses ~10x faster; pandas copes with what it refuses (mixed types)
-        return pd.read_json(io.BytesIO(data), lines=True, dtype=False)
+        data = "\n".join(texts).encode()
+        # a text with a line break of its own would shift every record after it
+        if data.count(b"\n") != len(texts) - 1:
+            return None
+        return pyarrow.json.read_json(io.BytesIO(data))
+    except (ValueError, TypeError, UnicodeError, pyarrow.ArrowException):
+        return None
+
+
+def _looks_like_object(text) -> bool:
+    return isinstance(text, str) and (text[:1] == "{" or text.lstrip()[:1] == "{")
+
+
+def _object(text):
+    """The JSON value ``text`` holds, or None if it is not JSON text."""
+    try:
+        return jsoncodec.loads(text)
+    except (ValueError, TypeError):  # DecodeError is a ValueError
+        return None
+
+
+def _numbers(values: Sequence) -> tuple[np.ndarray, int]:
+    """``values`` as floats, and how many were neither a finite number nor null (they become
+    NaN)."""
+    try:
+        numbers = np.array(values, dtype=float)
+        present = None
+    except (TypeError, ValueError):
+        series = pd.Series(values, dtype=object)
+        numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
+        present = series.notna().to_numpy()
+    bad = ~np.isfinite(numbers)
+    if present is None:
+        present = ~np.isnan(numbers)  # None became NaN: it stands for no value
+    count = int((bad & present).sum())
+    if count:
+        numbers = np.where(bad, np.nan, numbers)
+    return numbers, count
 
 
 def _dumps(value) -> str:

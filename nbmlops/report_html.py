@@ -58,6 +58,7 @@ def _summary(report) -> str:
         ("rejected rate", _pct(report.rejected_rate)),
         ("staleness", f"{report.staleness_days:.1f} days since training ({report.trained_at})"),
         ("quality on feedback", quality),
+        ("skipped from the log", "; ".join(str(s) for s in report.skipped) or "nothing"),
     ]
     body = "".join(
         f"<tr><th style='text-align:left;padding-right:12px'>{html.escape(k)}</th>"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -85,15 +86,18 @@ def packaged_fixture(settings):
     return clf
 
 
+def as_records(frame: pd.DataFrame) -> list[dict]:
+    """``frame`` as the JSON records a client sends (date-times as ISO-8601 text)."""
+    return json.loads(frame.to_json(orient="records", date_format="iso"))
+
+
 def log_traffic(settings, clf, frame, *, ts=None, latency=5.0, status=OK, labels=None):
     """Write what a server would log for ``frame`` (ids returned)."""
     log = PredictionLog(settings.home / "predictions.db")
     outputs = predict_frame(clf, [], frame)
     records, ids = [], []
     now = ts or time.time()
-    for i, (row, out) in enumerate(
-        zip(json.loads(frame.to_json(orient="records")), outputs.itertuples(), strict=True)
-    ):
+    for i, (row, out) in enumerate(zip(as_records(frame), outputs.itertuples(), strict=True)):
         rid = f"{now}-{i}-{status}"
         ids.append(rid)
         answer = {"prediction": int(out.prediction), "proba": {"0": out.proba_0, "1": out.proba_1}}
@@ -232,3 +236,108 @@ def test_refreshing_dashboard_updates_in_place(settings, packaged):
         assert "ALERT" in bundle["text/html"] and "alert" in bundle["text/plain"].lower()
     finally:
         dashboard.stop()
+
+
+def test_odd_log_content_is_skipped_and_counted_never_fatal(settings, packaged, capsys):
+    frame = make_churn(300, seed=11)
+    x, y = frame.drop(columns="churned"), frame["churned"]
+    ids = log_traffic(settings, packaged, x, labels=list(y))
+    row = as_records(x.head(1))[0]
+    answer = {"prediction": 0, "proba": {"0": 0.6, "1": 0.4}}
+    cases = [(text, answer) for text in ("null", "[1, 2]", '"text"', "{not json")]
+    cases += [({**row, "tenure_months": v}, answer) for v in ("n/a", [1, 2], {"a": 1}, True)]
+    cases += [({**row, "region": [1, 2]}, answer)]
+    cases += [(row, out) for out in ({"proba": {}}, {"prediction": "yes"}, {"prediction": [1]})]
+    cases += [(row, [0, 1])]
+    early = time.time() - 60  # before the traffic: a bare null is the first line read
+    records = [
+        LogRecord(f"odd{i}", early + i, "churn", "1", "primary", "/predict", OK, 5.0, *case)
+        for i, case in enumerate(cases)
+    ]
+    path = settings.home / "predictions.db"
+    log = PredictionLog(path)
+    log.write(records)
+    bad_labels = ["yes", [1, 2], {"a": 1}, 1.5, True, "unreadable"]
+    feedback = [*zip(ids[:6], bad_labels, strict=True), (ids[6], 1.0)]
+    assert log.add_feedback(feedback, time.time()) == []
+    log.close()
+    odd_outputs = {
+        ids[7]: '{"prediction": 1, "proba": [0.5, 0.5]}',
+        ids[8]: '{"prediction": 1, "proba": {"0": "x"}}',
+        ids[9]: '{"proba": {"0": 0.5, "1": 0.5}}',
+    }
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE feedback SET label = 'not json' WHERE id = ?", (ids[5],))
+        db.executemany(
+            "UPDATE predictions SET outputs = ? WHERE id = ?",
+            [(text, rid) for rid, text in odd_outputs.items()],
+        )
+    db.close()
+
+    report = monitor("churn", settings=settings)
+    skipped = {(s.what, s.feature): s.count for s in report.skipped}
+    assert skipped == {
+        ("inputs", None): 4,
+        ("values", "region"): 1,
+        ("values", "tenure_months"): 4,
+        ("outputs", None): 5,
+        ("feedback", None): 6,
+        ("proba", None): 2,
+    }
+    assert report.n_predictions == 313
+    assert report.prediction_drift.n == 308
+    assert report.quality["n_labels"] == 300 - 6 - 1 - 2
+    tenure = next(f for f in report.features if f.name == "tenure_months")
+    assert tenure.skipped == 4 and report.to_frame().loc["tenure_months", "skipped"] == 4
+    text = repr(report)
+    assert (
+        "6 feedback labels skipped: not one of the model's classes (0, 1); left out of quality"
+        in text
+    )
+    assert "4 values of tenure_months skipped: not a number" in text
+    assert "1 value of region skipped: an array or an object" in text
+    assert "skipped from the log" in report.to_html() and "4 logged inputs skipped" in text
+
+    assert main(["monitor", "churn", "--json"]) in (0, 1)
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["skipped"] == [s.to_dict() for s in report.skipped]
+    assert printed["quality"]["n_labels"] == 291
+
+
+@pytest.fixture(name="packaged_with_signup")
+def packaged_with_signup_fixture(settings):
+    df = with_signup(make_churn(3000, seed=0), seed=0)
+    x, y = df.drop(columns="churned"), df["churned"]
+    clf = logistic_pipeline(NUMERIC).fit(x, y)
+    nbmlops.package("churn", clf, x, target=y, eval=(x, y), settings=settings)
+    return clf
+
+
+def with_signup(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """``frame`` with a ``signup`` date-time during 2025 (the model does not use it)."""
+    seconds = np.random.default_rng(seed).integers(0, 365 * 86400, len(frame))
+    return frame.assign(signup=pd.Timestamp("2025-01-01") + pd.to_timedelta(seconds, unit="s"))
+
+
+def test_date_times_in_mixed_iso_spellings_are_read_one_by_one(settings, packaged_with_signup):
+    current = with_signup(make_churn(400, seed=12).drop(columns="churned"), seed=12)
+    spellings = (
+        lambda t: t.strftime("%Y-%m-%dT%H:%M:%S"),
+        lambda t: t.strftime("%Y-%m-%d %H:%M:%S.000"),
+        lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        lambda t: (t + pd.Timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S+02:00"),
+    )
+    spelled = [spellings[i % 4](t) for i, t in enumerate(current["signup"])]
+    spelled[:3] = ["yesterday", 5, None]
+    current["signup"] = pd.Series(spelled, dtype=object)
+    log_traffic(settings, packaged_with_signup, current)
+
+    report = monitor("churn", settings=settings)
+    signup = next(f for f in report.features if f.name == "signup")
+    assert signup.kind == "datetime" and signup.n == 397 and signup.skipped == 2
+    assert not signup.drifted and signup.pvalue > 0.05
+    assert signup.null_rate == pytest.approx(1 / 400)
+    assert [(s.what, s.feature, s.count) for s in report.skipped] == [("values", "signup", 2)]
+    assert report.skipped[0].reason.startswith("not an ISO-8601 date-time")
+    assert report.status == "ok", report

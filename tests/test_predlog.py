@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sqlite3
 import time
+
+import numpy as np
 
 from nbmlops.predlog import ERROR, OK, REJECTED, LogRecord, PredictionLog
 
@@ -22,6 +26,11 @@ def record(i: int, status: str = OK, ts: float | None = None, **inputs) -> LogRe
         outputs={"prediction": i % 2} if status == OK else None,
         error=None if status == OK else "bad",
     )
+
+
+def logged(i: int, inputs: str | None) -> LogRecord:
+    """A scored record whose inputs were logged as the text ``inputs`` (None: SQL NULL)."""
+    return dataclasses.replace(record(i), inputs=inputs)
 
 
 def test_window_reads_statuses_scored_rows_and_feedback_by_id(tmp_path):
@@ -69,3 +78,33 @@ def test_background_checkpoints_keep_the_write_ahead_log_small(tmp_path):
     reader = PredictionLog(path)
     assert reader.count("churn") == 15_000
     reader.close()
+
+
+def test_window_skips_and_counts_texts_that_are_not_objects_keeping_positions(tmp_path):
+    path = tmp_path / "predictions.db"
+    log = PredictionLog(path)
+    # the first record is a bare null: pyarrow 25 crashes the whole process on such a first line
+    odd = ["null", "[1, 2]", '"text"', "not json", "", '{"x": 1.0}\n{"x": 2.0}', None]
+    log.write([logged(i, text) for i, text in enumerate(odd)])
+    log.write([record(10 + i) for i in range(4)])
+    log.write([logged(20, '{"x": 5.0, "city": "c2"}')])
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE predictions SET latency_ms = 'slow' WHERE id = 'id11'")
+        db.execute("UPDATE predictions SET outputs = 'null' WHERE id = 'id12'")
+    window = log.window("churn", "1")
+    assert window.skipped == {"inputs": 7, "outputs": 1, "latency": 1}
+    assert len(window.scored) == 12
+    assert window.inputs.index.tolist() == [7, 8, 9, 10, 11], "positions in the scored rows"
+    assert window.inputs["x"].tolist() == [10.0, 11.0, 12.0, 13.0, 5.0]
+    assert 9 not in window.outputs.index and len(window.outputs) == 11
+    assert np.isnan(window.scored["latency_ms"].iloc[8])
+    log.close()
+
+
+def test_window_reads_a_null_line_after_the_first_as_skipped_not_as_a_row_of_nulls(tmp_path):
+    log = PredictionLog(tmp_path / "predictions.db")
+    log.write([record(0), logged(1, "null"), logged(2, "{}"), record(3)])
+    window = log.window("churn", "1")
+    assert window.skipped == {"inputs": 1}
+    assert window.inputs.index.tolist() == [0, 2, 3]
+    log.close()

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import mlflow.models
@@ -31,6 +28,7 @@ from nbmlops.notebooks import ensure_kernel
 from nbmlops.predlog import PredictionLog
 from nbmlops.service import serve
 from tests.real_data import CELLS
+from tests.test_openapi_fuzz import assert_schemathesis_finds_no_server_error
 
 NAME = "shop"
 TOLERANCE = 1e-6
@@ -174,25 +172,7 @@ def test_tritonclient_gets_the_notebooks_predictions(packaged, server):
 
 
 def test_schemathesis_finds_no_server_error(server):
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "st"),
-            "run",
-            f"{server.url}/openapi.json",
-            "--checks",
-            "not_a_server_error",
-            "--max-examples",
-            "60",
-            "--request-timeout",
-            "30",
-            "--generation-deterministic",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    assert "passed" in proc.stdout and "ST101" not in proc.stdout
+    assert_schemathesis_finds_no_server_error(server.url)
 
 
 #: Datetime spellings of one instant that a valid caller may use, each scored alone the same.
