@@ -101,8 +101,8 @@ def read_frame(path: str, row_group: int | None = None):
 
 
 def nbmlops_job(job: dict) -> dict:
-    from nbmlops.drift import detect_drift
-    from nbmlops.profile import Profile
+    from nbmlops.artifact.profile import Profile
+    from nbmlops.monitoring.drift import detect_drift
 
     start = time.perf_counter()
     profile = Profile.from_dict(json.loads(Path(job["profile"]).read_text()))

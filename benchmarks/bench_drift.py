@@ -6,10 +6,10 @@ Run from the repository root::
 
 Data: 20 columns made with numpy (14 numeric of different shapes, 6 categorical from 2 to 30
 levels, two columns with missing values). A reference set (20,000 rows) is profiled once with
-``nbmlops.profile.build_profile`` (the model output is a dummy score column) and the profile is
-stored as JSON, as in an artifact. Current sets of 10k, 100k and 1M rows are drawn from the same
-generator, then 5 columns are drifted (see ``INJECTED``). Clean sets (no change at all) of
-200, 1k, 10k and 100k rows are drawn many times with new seeds.
+``nbmlops.artifact.profile.build_profile`` (the model output is a dummy score column) and the
+profile is stored as JSON, as in an artifact. Current sets of 10k, 100k and 1M rows are drawn
+from the same generator, then 5 columns are drifted (see ``INJECTED``). Clean sets (no change
+at all) of 200, 1k, 10k and 100k rows are drawn many times with new seeds.
 
 Both tools see the same parquet files, written once to a temporary directory outside the
 repository:
@@ -639,8 +639,8 @@ def total_memory_gib() -> float:
 
 SECTION_INTRO = """## bench_drift.py: drift detection against the stored profile, and Evidently
 
-Times `nbmlops.drift.detect_drift(profile.columns, current)`, which compares a batch of live
-rows with the profile stored in the artifact (no raw training data), against Evidently 0.7's
+Times `nbmlops.monitoring.drift.detect_drift(profile.columns, current)`, which compares a batch
+of live rows with the profile stored in the artifact (no raw training data), against Evidently 0.7's
 data drift report (`Report([DataDriftPreset()]).run(current, reference)`, with the raw
 reference), on the same data in the same run, and checks what each finds. The data has 20
 columns made with numpy (14 numeric of different shapes, 6 categorical with 2 to 30 levels, two
@@ -733,7 +733,7 @@ def main(argv: list[str] | None = None) -> int:
     evidently_info = evidently_versions(python)
     print("Evidently venv:", ", ".join(evidently_info), flush=True)
 
-    from nbmlops.profile import build_profile
+    from nbmlops.artifact.profile import build_profile
 
     with tempfile.TemporaryDirectory(prefix="nbmlops-bench-drift-") as tmp:
         workdir = Path(tmp)

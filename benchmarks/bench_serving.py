@@ -710,7 +710,7 @@ def main(argv: list[str] | None = None) -> int:
     bench_package.quiet_libraries()
     import nbmlops
     from nbmlops.config import Settings
-    from nbmlops.service import free_port
+    from nbmlops.serving.process import free_port
 
     bin_dir = Path(sys.executable).parent
     with (

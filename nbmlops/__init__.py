@@ -1,7 +1,8 @@
 """nbmlops: from a Jupyter notebook to a production prediction service, and keep it healthy.
 
 In a notebook: ``%load_ext nbmlops``, then ``%%mlops_package`` and ``%mlops_serve``. In scripts:
-:func:`package`, :func:`load`, :func:`serve`. Names are imported on first use, so that
+:func:`package`, :func:`load`, :func:`serve`, :func:`monitor`, :func:`retrain`, :func:`promote`,
+:func:`rollback`. Names are imported on first use, so that
 ``import nbmlops`` (and the command line) start fast.
 """
 
@@ -23,20 +24,25 @@ from nbmlops.errors import (
 __version__ = "0.1.0"
 
 _LAZY = {
-    "LoadedModel": "nbmlops.model",
-    "load": "nbmlops.model",
-    "MonitorReport": "nbmlops.monitoring",
-    "monitor": "nbmlops.monitoring",
-    "PackagedVersion": "nbmlops.packaging",
-    "package": "nbmlops.packaging",
-    "ServerHandle": "nbmlops.service",
-    "serve": "nbmlops.service",
+    "LoadedModel": "nbmlops.registry.load",
+    "load": "nbmlops.registry.load",
+    "MonitorReport": "nbmlops.monitoring.report",
+    "monitor": "nbmlops.monitoring.monitor",
+    "PackagedVersion": "nbmlops.packaging.package",
+    "package": "nbmlops.packaging.package",
+    "ServerHandle": "nbmlops.serving.client",
+    "serve": "nbmlops.serving.process",
+    "promote": "nbmlops.registry.registry",
+    "rollback": "nbmlops.registry.registry",
+    "JobResult": "nbmlops.jobs.retrain",
+    "retrain": "nbmlops.jobs.retrain",
 }
 
 __all__ = [
     "ArtifactError",
     "ArtifactModifiedError",
     "CaptureError",
+    "JobResult",
     "LoadedModel",
     "ModelNotFoundError",
     "MonitorReport",
@@ -52,6 +58,9 @@ __all__ = [
     "load_ipython_extension",
     "monitor",
     "package",
+    "promote",
+    "retrain",
+    "rollback",
     "serve",
 ]
 
@@ -72,7 +81,7 @@ def __dir__() -> list[str]:
 def load_ipython_extension(ipython) -> None:
     """Register the nbmlops magics (``%load_ext nbmlops``)."""
     from nbmlops.magics import NbmlopsMagics
-    from nbmlops.parity import prewarm
+    from nbmlops.packaging.parity import prewarm
 
     ipython.register_magics(NbmlopsMagics)
     prewarm()

@@ -101,8 +101,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from nbmlops.registry import Registry, previous_alias
+    from nbmlops.registry.registry import Registry, previous_alias, promote, rollback
 
+    if args.action == "rollback":
+        current, previous = rollback(args.name, args.alias)
+        print(
+            f"{args.name}@{args.alias} -> v{current.version}; "
+            f"v{previous.version} is now {previous_alias(args.alias)}"
+        )
+        return 0
     registry = Registry()
     if args.action == "list":
         summaries = registry.list_models()
@@ -125,7 +132,7 @@ def _models(args: argparse.Namespace) -> int:
             )
         return 0
     if args.action == "show":
-        from nbmlops.model import load
+        from nbmlops.registry.load import load
 
         model = load(args.model, registry.settings)
         if args.json:
@@ -134,17 +141,10 @@ def _models(args: argparse.Namespace) -> int:
             print(model.card.to_text())
         return 0
     if args.action == "promote":
-        version = registry.set_alias(args.model, args.to)
+        version = promote(args.model, args.to, registry.settings)
         previous = registry.alias_version(version.name, previous_alias(args.to))
         note = f" ({previous_alias(args.to)}: v{previous})" if previous else ""
         print(f"{version.name}@{args.to} -> v{version.version}{note}")
-        return 0
-    if args.action == "rollback":
-        current, previous = registry.rollback(args.name, args.alias)
-        print(
-            f"{args.name}@{args.alias} -> v{current.version}; "
-            f"v{previous.version} is now {previous_alias(args.alias)}"
-        )
         return 0
     version = registry.archive(args.model)
     print(f"{version.ref} archived; its aliases were removed")
@@ -152,22 +152,24 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from nbmlops import service
     from nbmlops.config import Settings
+    from nbmlops.serving import process
+    from nbmlops.serving.client import ServerList
 
     if args.list:
-        print(repr(service.ServerList(service.list_servers())))
+        print(repr(ServerList(process.list_servers())))
         return 0
     if args.stop is not None:
-        print(repr(service.ServerList(service.stop_servers(args.stop), stopped=True)))
+        print(repr(ServerList(process.stop_servers(args.stop), stopped=True)))
         return 0
     if not args.model:
         raise UsageError("serve needs a MODEL (e.g. churn@production), --list or --stop")
-    return service.serve_foreground(args.model, Settings.from_env(), **serve_options(args))
+    return process.serve_foreground(args.model, Settings.from_env(), **serve_options(args))
 
 
 def _monitor(args: argparse.Namespace) -> int:
-    from nbmlops.monitoring import ALERT, monitor
+    from nbmlops.monitoring.monitor import monitor
+    from nbmlops.monitoring.report import ALERT
 
     report = monitor(args.model, window=args.window, since=args.since)
     if args.html:
@@ -181,7 +183,7 @@ def _monitor(args: argparse.Namespace) -> int:
 
 
 def _retrain(args: argparse.Namespace) -> int:
-    from nbmlops.retraining import load_parameters, retrain
+    from nbmlops.jobs.retrain import load_parameters, retrain
 
     result = retrain(
         args.notebook,

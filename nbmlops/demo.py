@@ -6,7 +6,7 @@ from pathlib import Path
 
 from nbmlops.config import Settings
 from nbmlops.errors import UsageError
-from nbmlops.notebooks import run_notebook
+from nbmlops.jobs.notebooks import run_notebook
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
 

@@ -15,9 +15,9 @@ from nbmlops.arguments import (
     serve_arguments,
     serve_options,
 )
+from nbmlops.artifact.lineage import NotebookContext, notebook_path
 from nbmlops.errors import NbmlopsError
-from nbmlops.lineage import NotebookContext, notebook_path
-from nbmlops.packaging import package
+from nbmlops.packaging.package import package
 
 
 class _MagicParser(argparse.ArgumentParser):
@@ -76,19 +76,20 @@ class NbmlopsMagics(Magics):
         %mlops_serve --list
         %mlops_serve --stop [MODEL|PORT|all]
         """
-        from nbmlops import service
+        from nbmlops.serving import process
+        from nbmlops.serving.client import ServerList
 
         args = _parse(serve_arguments(_MagicParser(prog="%mlops_serve")), line)
         if args is None:
             return None
         try:
             if args.list:
-                return service.ServerList(service.list_servers())
+                return ServerList(process.list_servers())
             if args.stop is not None:
-                return service.ServerList(service.stop_servers(args.stop), stopped=True)
+                return ServerList(process.stop_servers(args.stop), stopped=True)
             if not args.model:
                 raise IPythonUsageError("%mlops_serve: give a MODEL, --list or --stop")
-            return service.serve(args.model, **serve_options(args))
+            return process.serve(args.model, **serve_options(args))
         except NbmlopsError as exc:
             raise IPythonUsageError(f"{type(exc).__name__}: {exc}") from None
 
@@ -98,8 +99,8 @@ class NbmlopsMagics(Magics):
 
         %mlops_monitor MODEL [--window DURATION] [--since TIME] [--refresh SECONDS]
         """
-        from nbmlops.dashboard import Dashboard
-        from nbmlops.monitoring import monitor
+        from nbmlops.monitoring.monitor import monitor
+        from nbmlops.widgets import Dashboard
 
         parser = monitor_arguments(_MagicParser(prog="%mlops_monitor"))
         parser.add_argument("--refresh", type=float, metavar="SECONDS", help="update in place")

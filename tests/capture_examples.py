@@ -1,6 +1,6 @@
-"""Functions for ``tests/test_capture.py`` to capture.
+"""Functions for ``tests/packaging/test_capture.py`` to capture.
 
-They live in a real source file because ``nbmlops.capture`` reads source with
+They live in a real source file because ``nbmlops.packaging.capture`` reads source with
 ``inspect.getsource``; each stands for something a user writes in a notebook cell.
 """
 

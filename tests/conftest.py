@@ -11,7 +11,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from nbmlops.config import Settings
-from nbmlops.notebooks import ensure_kernel
+from nbmlops.jobs.notebooks import ensure_kernel
 
 _STORE_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "NBMLOPS_NOTEBOOK_PATH")
 

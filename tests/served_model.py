@@ -12,7 +12,7 @@ from sklearn.preprocessing import OneHotEncoder
 import nbmlops
 from nbmlops.config import Settings
 from nbmlops.datasets import make_churn
-from nbmlops.service import serve
+from nbmlops.serving.process import serve
 from tests.capture_examples import add_charge_per_call
 
 NUMERIC = ["tenure_months", "monthly_charges", "support_calls", "charge_per_call"]

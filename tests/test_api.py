@@ -8,12 +8,13 @@ import pytest
 
 import nbmlops
 from nbmlops import errors
-from nbmlops.lineage import notebook_path
+from nbmlops.artifact.lineage import notebook_path
 
 EXPECTED_EXPORTS = {
     "ArtifactError",
     "ArtifactModifiedError",
     "CaptureError",
+    "JobResult",
     "LoadedModel",
     "ModelNotFoundError",
     "MonitorReport",
@@ -29,6 +30,9 @@ EXPECTED_EXPORTS = {
     "load_ipython_extension",
     "monitor",
     "package",
+    "promote",
+    "retrain",
+    "rollback",
     "serve",
 }
 

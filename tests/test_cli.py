@@ -8,7 +8,7 @@ import json
 import pytest
 
 from nbmlops.cli import EXIT_FAILED, EXIT_USAGE, build_parser, main
-from nbmlops.registry import ModelVersion, Registry
+from nbmlops.registry.registry import ModelVersion, Registry
 from tests.churn_store import (
     NAME,
     churn_registry_fixture,  # noqa: F401 - a fixture
@@ -245,29 +245,21 @@ def test_bad_usage_exits_2(capsys, argv):
 # -- the CLI is a thin face: it passes what it parsed to the library ----------------------------
 
 
-class RecordingRegistry:
-    """Stands in for Registry; records the calls the CLI makes."""
-
-    calls: list = []
-
-    def __init__(self, settings=None) -> None:
-        pass
-
-    def rollback(self, name, alias):
-        self.calls.append(("rollback", name, alias))
-        return version(name, "4"), version(name, "5")
-
-
 def version(name: str, number: str) -> ModelVersion:
     return ModelVersion(name=name, version=number, run_id=None, source="")
 
 
-def test_rollback_passes_name_and_alias_to_the_registry(monkeypatch, capsys):
-    monkeypatch.setattr("nbmlops.registry.Registry", RecordingRegistry)
-    monkeypatch.setattr(RecordingRegistry, "calls", [])
+def test_rollback_passes_name_and_alias_to_the_library(monkeypatch, capsys):
+    calls = []
+
+    def rollback(name, alias="production", settings=None):
+        calls.append((name, alias))
+        return version(name, "4"), version(name, "5")
+
+    monkeypatch.setattr("nbmlops.registry.registry.rollback", rollback)
     code, out, _ = run(capsys, "models", "rollback", "fraud", "--alias", "staging")
     assert code == 0
-    assert RecordingRegistry.calls == [("rollback", "fraud", "staging")]
+    assert calls == [("fraud", "staging")]
     assert out == "fraud@staging -> v4; v5 is now previous-staging\n"
 
 

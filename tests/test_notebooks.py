@@ -16,7 +16,7 @@ import pandas as pd
 
 import nbmlops
 from nbmlops.datasets import make_churn, make_house_prices
-from nbmlops.registry import Registry
+from nbmlops.registry.registry import Registry
 from tests.conftest import outputs_text
 
 SETUP = """

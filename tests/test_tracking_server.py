@@ -22,7 +22,7 @@ from sklearn.preprocessing import OneHotEncoder
 import nbmlops
 from nbmlops.config import Settings
 from nbmlops.datasets import make_churn
-from nbmlops.registry import Registry
+from nbmlops.registry.registry import Registry
 
 
 def free_port() -> int:

@@ -1,0 +1,1 @@
+"""Jobs: retraining notebooks run by papermill, their triggers and the validation gate."""

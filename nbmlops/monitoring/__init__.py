@@ -1,0 +1,1 @@
+"""Monitoring: the prediction log, drift against the reference profile, and the monitor report."""

@@ -1,0 +1,162 @@
+"""The monitor's report: status, alerts, per-feature drift, latency, quality, skipped log rows;
+as JSON (``to_dict``), a frame, text and a static HTML page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from nbmlops.monitoring.drift import FeatureDrift, Thresholds
+
+OK_STATUS, WARNING, ALERT = "ok", "warning", "alert"
+
+
+@dataclass(frozen=True)
+class MonitorThresholds:
+    """Alert and warning limits; ``drift`` holds the per-feature test thresholds."""
+
+    drift: Thresholds = field(default_factory=Thresholds)
+    max_error_rate: float = 0.01
+    max_p99_ms: float = 500.0
+    max_quality_drop: float = 0.05
+    max_staleness_days: float = 30.0
+    min_predictions: int = 100
+    min_feedback: int = 30
+
+    def to_dict(self) -> dict:
+        return {
+            **{k: v for k, v in self.__dict__.items() if k != "drift"},
+            "drift": self.drift.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A reason for the status: ``kind`` (drift, prediction_drift, error_rate, latency,
+    quality, staleness, volume), the feature if any, and a sentence."""
+
+    kind: str
+    feature: str | None
+    message: str
+    level: str = ALERT
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "feature": self.feature, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """Log content the report could not use and left out: ``what`` (``inputs``, ``values`` of
+    ``feature``, ``outputs``, ``latency``, ``feedback`` or ``proba``), how many, and why."""
+
+    what: str
+    count: int
+    reason: str
+    feature: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "what": self.what,
+            "feature": self.feature,
+            "count": self.count,
+            "reason": self.reason,
+        }
+
+    def __str__(self) -> str:
+        one, many = _SKIPPED_NOUNS.get(self.what, (self.what, self.what))
+        noun = (one if self.count == 1 else many).format(feature=self.feature)
+        return f"{self.count:,} {noun} skipped: {self.reason}"
+
+
+_SKIPPED_NOUNS = {
+    "inputs": ("logged input", "logged inputs"),
+    "values": ("value of {feature}", "values of {feature}"),
+    "outputs": ("logged output", "logged outputs"),
+    "latency": ("latency", "latencies"),
+    "feedback": ("feedback label", "feedback labels"),
+    "proba": ("labelled prediction", "labelled predictions"),
+}
+
+
+@dataclass(frozen=True)
+class MonitorReport:
+    """One look at a model's health; ``to_dict()`` is what ``nbmlops monitor --json`` prints."""
+
+    model: str
+    version: str
+    status: str
+    window_start: str | None
+    window_end: str
+    n_predictions: int
+    features: tuple[FeatureDrift, ...]
+    prediction_drift: FeatureDrift | None
+    latency_ms: dict
+    error_rate: float | None
+    rejected_rate: float | None
+    staleness_days: float
+    trained_at: str
+    quality: dict | None
+    alerts: tuple[Alert, ...]
+    warnings: tuple[Alert, ...]
+    volume: tuple[tuple[str, int], ...] = ()
+    thresholds: MonitorThresholds = field(default_factory=MonitorThresholds)
+    skipped: tuple[Skipped, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "status": self.status,
+            "window": {"start": self.window_start, "end": self.window_end},
+            "n_predictions": self.n_predictions,
+            "features": [f.to_dict() for f in self.features],
+            "prediction_drift": self.prediction_drift.to_dict() if self.prediction_drift else None,
+            "latency_ms": self.latency_ms,
+            "error_rate": self.error_rate,
+            "rejected_rate": self.rejected_rate,
+            "staleness_days": round(self.staleness_days, 3),
+            "trained_at": self.trained_at,
+            "quality": self.quality,
+            "alerts": [a.to_dict() for a in self.alerts],
+            "warnings": [w.to_dict() for w in self.warnings],
+            "volume": [{"hour": h, "predictions": n} for h, n in self.volume],
+            "thresholds": self.thresholds.to_dict(),
+            "skipped": [s.to_dict() for s in self.skipped],
+        }
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per feature (drifted first), plus the prediction row; ``skipped`` counts the
+        values of each that could not be read (the rest of what was skipped is in
+        :attr:`skipped`)."""
+        rows = [f.to_dict() for f in self.features]
+        if self.prediction_drift is not None:
+            rows.append({**self.prediction_drift.to_dict(), "name": "(prediction)"})
+        frame = pd.DataFrame(rows)
+        if frame.empty:
+            return frame
+        frame = frame.sort_values(["drifted", "significant", "psi"], ascending=False, kind="stable")
+        return frame.set_index("name")
+
+    def to_html(self) -> str:
+        from nbmlops.monitoring.report_html import render_report
+
+        return render_report(self)
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def __repr__(self) -> str:
+        reasons = [f"  {a.level}: {a.message}" for a in (*self.alerts, *self.warnings)]
+        drifted = [f.name for f in self.features if f.drifted]
+        lines = [
+            f"{self.model} v{self.version}: {self.status.upper()} "
+            f"({self.n_predictions} predictions, window {self.window_start or 'all'} .. "
+            f"{self.window_end})",
+            *reasons,
+            f"  drifted features: {', '.join(drifted) or 'none'}",
+            f"  latency ms p50/p95/p99: {self.latency_ms.get('p50')}/"
+            f"{self.latency_ms.get('p95')}/{self.latency_ms.get('p99')}",
+            *(f"  {s}" for s in self.skipped),
+        ]
+        return "\n".join(lines)

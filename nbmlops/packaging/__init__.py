@@ -1,0 +1,1 @@
+"""Packaging: a fitted model and its notebook preprocessing become a verified artifact."""

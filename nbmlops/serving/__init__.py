@@ -1,0 +1,1 @@
+"""Serving: the prediction service, its HTTP app, batcher and protocols, and its client handle."""

@@ -1,0 +1,212 @@
+"""The handle of a running server: its URL, ``predict(df)`` over HTTP, ``stop()``; and the
+few process calls a handle needs (is it alive, stop it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from nbmlops.errors import ServingError, UsageError, ValidationError
+
+
+@dataclass(frozen=True)
+class ServerHandle:
+    """A running server: its URL, and ``.predict(df)`` / ``.stop()``."""
+
+    model: str
+    version: str
+    host: str
+    port: int
+    pid: int
+    log_file: str
+    token: str | None = None
+    started: float = 0.0
+    example: dict | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if host in ("0.0.0.0", "[::]"):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def docs_url(self) -> str:
+        return f"{self.url}/docs"
+
+    @property
+    def alive(self) -> bool:
+        return pid_alive(self.pid)
+
+    def curl_example(self) -> str:
+        body = json.dumps({"records": [self.example or {}]})
+        auth = f" -H 'Authorization: Bearer {self.token}'" if self.token else ""
+        return f"curl -s {self.url}/predict -H 'Content-Type: application/json'{auth} -d '{body}'"
+
+    def predict(self, frame):
+        """Score a frame through the server: ``prediction``, ``proba_<label>`` and ``id``."""
+        import pandas as pd
+
+        if not isinstance(frame, pd.DataFrame):
+            raise UsageError(f"predict takes a pandas DataFrame, got {type(frame).__name__}")
+        from nbmlops.artifact.frames import to_records
+
+        answer = self.request("POST", "/predict", {"records": to_records(frame)})
+        rows = []
+        for item in answer["predictions"]:
+            row = {"prediction": item["prediction"]}
+            row.update({f"proba_{k}": v for k, v in item.get("proba", {}).items()})
+            row["id"] = item["id"]
+            rows.append(row)
+        return pd.DataFrame(rows, index=frame.index)
+
+    def request(self, method: str, path: str, body=None) -> dict:
+        """Send one JSON request; a 4xx/5xx answer raises with the server's message."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            payload = _json_or_text(exc.read())
+            if exc.code == 422 and isinstance(payload, dict):
+                from nbmlops.artifact.validation import Problem
+
+                raise ValidationError(
+                    [
+                        Problem(p.get("record"), p.get("field"), p["message"])
+                        for p in payload.get("problems", [])
+                    ]
+                ) from None
+            message = payload.get("error") if isinstance(payload, dict) else payload
+            raise ServingError(f"{self.url}{path} answered {exc.code}: {message}") from None
+        except urllib.error.URLError as exc:
+            raise ServingError(
+                f"cannot reach the server at {self.url}: {exc.reason}; is it running? "
+                "(%mlops_serve --list)"
+            ) from None
+
+    def stop(self) -> None:
+        """Stop the server gracefully (it finishes and logs what it is scoring)."""
+        terminate(self.pid)
+        record_path(Path(self.log_file).parent, self.port).unlink(missing_ok=True)
+
+    def to_dict(self) -> dict:
+        return {**self.__dict__, "url": self.url, "alive": self.alive}
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return (
+            f"<div><b>Serving {html.escape(self.model)} v{html.escape(self.version)}</b> at "
+            f"<a href='{self.url}' target='_blank'>{self.url}</a> &middot; "
+            f"<a href='{self.docs_url}' target='_blank'>API docs</a> &middot; pid {self.pid}"
+            f"<pre>{html.escape(self.curl_example())}</pre></div>"
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Serving {self.model} v{self.version} at {self.url} (docs: {self.docs_url}, "
+            f"pid {self.pid})\n  {self.curl_example()}"
+        )
+
+
+@dataclass(frozen=True)
+class ServerList:
+    """Servers listed or stopped, as a table."""
+
+    servers: list[ServerHandle]
+    stopped: bool = False
+
+    def _rows(self) -> list[tuple[str, ...]]:
+        return [(h.model, f"v{h.version}", h.url, str(h.pid)) for h in self.servers]
+
+    def _repr_html_(self) -> str:
+        import html
+
+        if not self.servers:
+            return f"<p>{html.escape(repr(self))}</p>"
+        head = "".join(f"<th>{h}</th>" for h in ("model", "version", "url", "pid"))
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+            for row in self._rows()
+        )
+        title = "Stopped" if self.stopped else "Running"
+        return f"<b>{title}</b><table><tr>{head}</tr>{body}</table>"
+
+    def __repr__(self) -> str:
+        if not self.servers:
+            return "no servers stopped" if self.stopped else "no servers running"
+        title = "stopped" if self.stopped else "running"
+        lines = [f"{title}:"] + ["  " + "  ".join(row) for row in self._rows()]
+        return "\n".join(lines)
+
+
+def terminate(pid: int, grace: float = 15.0) -> None:
+    """SIGTERM (the server finishes and logs what it is scoring), SIGKILL after ``grace``."""
+    if not send_signal(pid, signal.SIGTERM):
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return
+        time.sleep(0.05)
+    send_signal(pid, signal.SIGKILL)
+    while pid_alive(pid):
+        time.sleep(0.05)
+
+
+def send_signal(pid: int, signum: int) -> bool:
+    """Signal a server's process group when it leads one (its uvicorn workers too)."""
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signum)
+        else:
+            os.kill(pid, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+        if finished == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def record_path(directory: Path, port: int) -> Path:
+    return directory / f"{port}.server.json"
+
+
+def _json_or_text(raw: bytes):
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")[:500]

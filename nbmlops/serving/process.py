@@ -1,0 +1,275 @@
+"""Running prediction servers: start one in its own process, wait until ready, list, stop.
+
+The parent (a kernel, a script, the CLI) resolves the model in the registry and hands the server
+a :class:`~nbmlops.serving.config.ServerConfig`; the server process never touches the registry.
+Servers started from a process stop when it exits, and a server whose parent dies stops itself.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ipaddress
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+from nbmlops.config import Settings
+from nbmlops.errors import ServingError, UsageError
+from nbmlops.registry.registry import Registry
+from nbmlops.serving.client import ServerHandle, record_path, send_signal, terminate
+from nbmlops.serving.config import ServerConfig
+
+READY_TIMEOUT = 120.0
+
+
+_started: list[ServerHandle] = []
+
+
+def build_config(
+    model: str,
+    *,
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    token: str | None = None,
+    insecure: bool = False,
+    unknown_categories: str = "reject",
+    max_records: int | None = None,
+    max_body_bytes: int | None = None,
+) -> ServerConfig:
+    """Resolve ``model`` in the registry and check the security defaults."""
+    if not _is_loopback(host) and not token and not insecure:
+        raise UsageError(
+            f"--host {host} exposes the model beyond this machine; pass --token SECRET "
+            "(clients then send 'Authorization: Bearer SECRET') or --insecure to allow it"
+        )
+    if unknown_categories not in ("reject", "allow"):
+        raise UsageError(
+            f"--unknown-categories {unknown_categories!r}: choose 'reject' (default) or 'allow'"
+        )
+    registry = Registry(settings)
+    version = registry.resolve(model)
+    config = ServerConfig(
+        artifact=str(registry.local_path(version)),
+        name=version.name,
+        version=version.version,
+        aliases=version.aliases,
+        log_path=str(settings.home / "predictions.db"),
+        host=host,
+        port=port or free_port(host),
+        token=token,
+        unknown_categories=unknown_categories,
+        metrics=dict(version.metrics),
+    )
+    limits = {"max_records": max_records, "max_body_bytes": max_body_bytes}
+    return replace(config, **{k: v for k, v in limits.items() if v is not None})
+
+
+def serve(
+    model: str,
+    *,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    workers: int = 1,
+    token: str | None = None,
+    insecure: bool = False,
+    unknown_categories: str = "reject",
+    max_records: int | None = None,
+    max_body_bytes: int | None = None,
+    settings: Settings | None = None,
+    timeout: float = READY_TIMEOUT,
+) -> ServerHandle:
+    """Start a prediction server for ``model`` in its own process and wait until it is ready."""
+    settings = settings or Settings.from_env()
+    options = dict(
+        host=host,
+        port=port,
+        token=token,
+        insecure=insecure,
+        unknown_categories=unknown_categories,
+        max_records=max_records,
+        max_body_bytes=max_body_bytes,
+    )
+    handle, proc = _start(model, settings, workers, os.getpid(), options, background=True)
+    _wait_ready(handle, proc, timeout)
+    record_path(_servers_dir(settings), handle.port).write_text(json.dumps(handle.__dict__))
+    _started.append(handle)
+    return handle
+
+
+def serve_foreground(model: str, settings: Settings, workers: int = 1, **options) -> int:
+    """``nbmlops serve``: run a server until Ctrl-C or SIGTERM; returns its exit code."""
+    handle, proc = _start(model, settings, workers, os.getpid(), options, background=False)
+    record = record_path(_servers_dir(settings), handle.port)
+
+    def forward(signum, frame):
+        send_signal(proc.pid, signal.SIGTERM)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _wait_ready(handle, proc, READY_TIMEOUT)
+        record.write_text(json.dumps(handle.__dict__))
+        print(f"{handle!r}\nCtrl-C stops it.", flush=True)
+        return proc.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        record.unlink(missing_ok=True)
+        if proc.poll() is None:
+            terminate(proc.pid)
+
+
+def _start(model, settings, workers, parent_pid, options, background):
+    """Spawn the server process first (it imports its libraries meanwhile), then resolve the
+    model in the registry and hand the process its configuration."""
+    servers = _servers_dir(settings)
+    log_file = servers / f"server-{time.time_ns()}.log"
+    with open(log_file, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nbmlops.serving.worker", str(workers), str(parent_pid or 0)],
+            stdin=subprocess.PIPE,
+            stdout=log if background else None,
+            stderr=subprocess.STDOUT if background else None,
+            start_new_session=True,
+        )
+    try:
+        config = build_config(model, settings=settings, **options)
+        for running in list_servers(settings):
+            if running.port == config.port:
+                raise UsageError(
+                    f"port {config.port} is already serving {running.model} "
+                    f"v{running.version}; pick another --port or stop it with "
+                    f"%mlops_serve --stop {config.port}"
+                )
+        proc.stdin.write((config.to_json() + "\n").encode())
+        proc.stdin.close()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    handle = ServerHandle(
+        model=config.name,
+        version=config.version,
+        host=config.host,
+        port=config.port,
+        pid=proc.pid,
+        log_file=str(log_file),
+        token=config.token,
+        started=time.time(),
+        example=_example_record(config),
+    )
+    return handle, proc
+
+
+def list_servers(settings: Settings | None = None) -> list[ServerHandle]:
+    """Servers started from this store that are still running (stale records are removed)."""
+    settings = settings or Settings.from_env()
+    directory = settings.home / "servers"
+    handles = []
+    for path in sorted(directory.glob("*.server.json")) if directory.is_dir() else []:
+        try:
+            handle = ServerHandle(**json.loads(path.read_text()))
+        except (ValueError, TypeError):
+            path.unlink(missing_ok=True)
+            continue
+        if handle.alive:
+            handles.append(handle)
+        else:
+            path.unlink(missing_ok=True)
+    return handles
+
+
+def stop_servers(
+    target: str | None = "all", settings: Settings | None = None
+) -> list[ServerHandle]:
+    """Stop servers by model name or address, port, or ``all``; returns those stopped."""
+    running = list_servers(settings)
+    if target in (None, "", "all"):
+        chosen = running
+    elif target.isdigit():
+        chosen = [h for h in running if h.port == int(target)]
+    else:
+        name = target.split("@", 1)[0].removeprefix("models:/").split("/", 1)[0]
+        chosen = [h for h in running if h.model == name]
+    if not chosen and target not in (None, "", "all"):
+        known = ", ".join(f"{h.model} v{h.version} on {h.port}" for h in running) or "none"
+        raise UsageError(f"no running server matches {target!r}; running: {known}")
+    for handle in chosen:
+        handle.stop()
+    return chosen
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.bind((host if host not in ("0.0.0.0", "::") else "", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_ready(handle: ServerHandle, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = Path(handle.log_file).read_text(errors="replace").strip().splitlines()[-8:]
+            raise ServingError(
+                f"the server for {handle.model} v{handle.version} exited with code "
+                f"{proc.returncode} before it was ready; its log ({handle.log_file}) ends:\n"
+                + "\n".join(tail)
+            )
+        try:
+            with urllib.request.urlopen(handle.url + "/ready", timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.05)
+    terminate(proc.pid)
+    raise ServingError(
+        f"the server for {handle.model} was not ready after {timeout:.0f} s; see {handle.log_file}"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _servers_dir(settings: Settings) -> Path:
+    directory = settings.home / "servers"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def _example_record(config: ServerConfig) -> dict:
+    """One plausible record from the training sample, for the curl example."""
+    root = Path(config.artifact)
+    profile = json.loads((root / "profile.json").read_text())
+    dtypes = {
+        c["name"]: c["dtype"] for c in json.loads((root / "schema.json").read_text())["columns"]
+    }
+    example = {}
+    for column in profile["columns"]:
+        value = column["sample"][0] if column["sample"] else None
+        if value is not None and dtypes[column["name"]].startswith("int"):
+            value = int(value)
+        example[column["name"]] = value
+    return example
+
+
+@atexit.register
+def _stop_started() -> None:
+    for handle in _started:
+        if handle.alive:
+            handle.stop()
