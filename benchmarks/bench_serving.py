@@ -682,7 +682,7 @@ def server_env(home: Path) -> dict[str, str]:
 def stop_spare_parity_process() -> None:
     """``nbmlops.package`` leaves a warm parity process for the next packaging; it imports
     pandas and scikit-learn in the background, which would disturb the measurements."""
-    from nbmlops import parity
+    from nbmlops.packaging import parity
 
     parity.stop_spare()
 
