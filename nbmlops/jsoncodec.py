@@ -17,6 +17,7 @@ import json
 import math
 from collections import Counter
 
+import numpy as np
 import orjson
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -36,6 +37,47 @@ class NonFinite:
 
     def __repr__(self) -> str:
         return self.text
+
+
+_A_KIND = {
+    "string": "a string",
+    "number": "a number",
+    "boolean": "a boolean",
+    "null": "null",
+    "array": "an array",
+    "object": "an object",
+    "other": "a value",
+}
+
+
+def json_kind(value) -> str:
+    """string, number, boolean, null, array, object, or other (not something JSON spells:
+    a :class:`NonFinite` too)."""
+    if isinstance(value, bool | np.bool_):
+        return "boolean"
+    if isinstance(value, int | float | np.integer | np.floating):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if value is None:
+        return "null"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "other"
+
+
+def a_kind(value) -> str:
+    """The JSON kind of ``value`` with its article, for messages: "a string", "an array"."""
+    return _A_KIND[json_kind(value)]
+
+
+def describe(value) -> str:
+    """``value`` for a message: its kind, and the value itself unless it is null, an array or
+    an object ("a string 'x'", "an array")."""
+    kind = json_kind(value)
+    return _A_KIND[kind] if kind in ("null", "array", "object") else f"{_A_KIND[kind]} {value!r}"
 
 
 class DuplicateKeys(dict):

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from nbmlops.artifact.schema import Column, Schema
+from nbmlops.jsoncodec import describe
 
 #: How a missing datetime may be spelled besides null (pandas and MLflow's client write it).
 NAT_SPELLINGS = frozenset({"NaT"})
@@ -45,7 +46,7 @@ def parse_datetime(value, column: Column) -> datetime | None:
     if is_missing_datetime(value):
         return None
     if not isinstance(value, str):
-        raise DatetimeProblem(f"expected an ISO-8601 date-time string, got {_describe(value)}")
+        raise DatetimeProblem(f"expected an ISO-8601 date-time string, got {describe(value)}")
     try:
         parsed = datetime.fromisoformat(_NANOS.sub(r"\1\2", value.strip()))
     except ValueError:
@@ -128,9 +129,7 @@ def _builder(column: Column):
     dtypes get a direct constructor with everything that does not depend on the values
     prepared once; the rest (and categories never seen in training) take pandas' general path.
     """
-    dtype = column.dtype
-    if column.kind == "numeric" and column.nullable and dtype.startswith("int"):
-        dtype = "float64"
+    dtype = _rebuilt_dtype(column)
     if dtype == "category":
         return _category_builder(column)
     if column.kind == "datetime":
@@ -145,6 +144,14 @@ def _builder(column: Column):
         return lambda values: np.array(values, dtype=object)
     pandas_dtype = pd.api.types.pandas_dtype(dtype)
     return lambda values: pd.array(values, dtype=pandas_dtype)
+
+
+def _rebuilt_dtype(column: Column) -> str:
+    """The dtype a column is rebuilt with: its training dtype, but float64 for a numpy integer
+    column that is nullable (numpy integers cannot hold a missing value)."""
+    if column.kind == "numeric" and column.nullable and column.dtype.startswith("int"):
+        return "float64"
+    return column.dtype
 
 
 def _category_builder(column: Column):
@@ -186,7 +193,7 @@ def _conform(column: Column, series: pd.Series):
     if column.kind == "datetime":
         if pd.api.types.is_datetime64_any_dtype(series.dtype):
             return _conform_datetimes(column, series)
-        values = [_datetime_text(v) for v in series.tolist()]
+        values = [datetime_text(v) for v in series.tolist()]
         return _datetime_builder(column)([parse_datetime(v, column) for v in values])
     if column.dtype == "category":
         known = list(column.categories or ())
@@ -195,12 +202,11 @@ def _conform(column: Column, series: pd.Series):
             return series
         extra = sorted(set(series.dropna().unique()) - set(known), key=str)
         return series.astype(_category_dtype(column, known + extra) if extra else target)
-    if column.kind == "numeric" and column.nullable and column.dtype.startswith("int"):
-        return series.astype("float64")
-    if str(series.dtype) == column.dtype:
+    dtype = _rebuilt_dtype(column)
+    if str(series.dtype) == dtype:
         return series
     try:
-        return series.astype(column.dtype)
+        return series.astype(dtype)
     except (TypeError, ValueError):  # e.g. an object column of mixed values: keep as given
         return series
 
@@ -213,7 +219,7 @@ def _conform_datetimes(column: Column, series: pd.Series) -> pd.Series:
     return series.astype(target)
 
 
-def _datetime_text(value):
+def datetime_text(value):
     """A frame's datetime value (a Timestamp, a datetime or a string) as ISO text or None."""
     if value is None or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
         return None
@@ -256,9 +262,3 @@ def _plain(value):
     if isinstance(value, datetime):
         return value.isoformat()
     return value
-
-
-def _describe(value) -> str:
-    names = {list: "an array", dict: "an object", bool: "a boolean"}
-    kind = names.get(type(value), "a number")
-    return kind if isinstance(value, (list, dict)) else f"{kind} {value!r}"

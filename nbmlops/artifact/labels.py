@@ -19,6 +19,7 @@ import pandas as pd
 from nbmlops import jsoncodec
 from nbmlops.artifact.schema import Schema
 from nbmlops.artifact.validation import Problem
+from nbmlops.jsoncodec import a_kind, json_kind
 
 _SHOWN_CLASSES = 10
 _SHOWN_CHARS = 40
@@ -69,7 +70,7 @@ def usable(schema: Schema, values: Sequence | pd.Series) -> np.ndarray:
 def _usable_at_once(schema: Schema, series: pd.Series) -> np.ndarray | None:
     """The mask without a Python loop, or None when the values need looking at one by one."""
     classification = schema.task != "regression" and schema.classes is not None
-    kinds = {_json_kind(c) for c in schema.classes} if classification else {"number"}
+    kinds = {json_kind(c) for c in schema.classes} if classification else {"number"}
     if len(kinds) != 1:
         return None
     (kind,) = kinds
@@ -102,58 +103,34 @@ def _refusal(schema: Schema):
 
         def regression(label) -> str | None:
             # an integer beyond the floating-point range cannot be scored either
-            if _json_kind(label) != "number" or abs(label) > _FLOAT_MAX or not math.isfinite(label):
+            if json_kind(label) != "number" or abs(label) > _FLOAT_MAX or not math.isfinite(label):
                 return "is not a finite number (the model is a regressor)"
             return None
 
         return regression
 
     classes = tuple(schema.classes)
-    kinds = {_json_kind(c) for c in classes}
+    kinds = {json_kind(c) for c in classes}
     wanted = accepted(schema)
 
     def classification(label) -> str | None:
-        kind = _json_kind(label)
-        if kind != "other" and any(_json_kind(c) == kind and c == label for c in classes):
+        kind = json_kind(label)
+        if kind != "other" and any(json_kind(c) == kind and c == label for c in classes):
             return None
         expected = next(iter(kinds)) if len(kinds) == 1 else None
         if kind in kinds or kind in ("null", "other") or expected not in _KINDS:
             return f"is not {wanted}"
-        return f"is not {wanted}: it is {_A_KIND[kind]}, the classes are {_KINDS[expected]}"
+        return f"is not {wanted}: it is {a_kind(label)}, the classes are {_KINDS[expected]}"
 
     return classification
 
 
-_A_KIND = {
-    "string": "a string",
-    "number": "a number",
-    "boolean": "a boolean",
-    "array": "an array",
-    "object": "an object",
-}
 _KINDS = {"string": "strings", "number": "numbers", "boolean": "booleans"}
-
-
-def _json_kind(value) -> str:
-    """string, number, boolean, null, array, object, or other (not something JSON spells)."""
-    if isinstance(value, bool | np.bool_):
-        return "boolean"
-    if isinstance(value, int | float | np.integer | np.floating):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if value is None:
-        return "null"
-    if isinstance(value, list | tuple):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return "other"
 
 
 def _show(value) -> str:
     """``value`` as a user wrote it: strings quoted, the rest in JSON, long ones shortened."""
-    kind = _json_kind(value)
+    kind = json_kind(value)
     if kind == "string":
         text = repr(value)
     elif isinstance(value, float | np.floating) and not math.isfinite(value):

@@ -15,12 +15,13 @@ import pandas as pd
 from nbmlops.artifact.frames import (
     DatetimeProblem,
     FrameBuilder,
+    datetime_text,
     is_missing_datetime,
     parse_datetime,
 )
 from nbmlops.artifact.schema import Column, Schema
 from nbmlops.errors import ValidationError
-from nbmlops.jsoncodec import NonFinite, duplicates
+from nbmlops.jsoncodec import NonFinite, a_kind, describe, duplicates, json_kind
 
 REJECT = "reject"
 ALLOW = "allow"
@@ -77,7 +78,7 @@ class Validator:
         problems: list[Problem] = []
         for index, record in enumerate(records):
             if not isinstance(record, dict):
-                kind = _json_type(record)
+                kind = a_kind(record)
                 problems.append(Problem(index, None, f"a record must be a JSON object, got {kind}"))
                 continue
             for name in duplicates(record):
@@ -186,14 +187,18 @@ def _checker(column: Column):
         limit = _limit(column)
         return lambda v: _check_number(v, column.is_integer, limit)
     if kind == "boolean":
-        return lambda v: None if isinstance(v, bool) else f"expected true or false, got {_show(v)}"
+        return lambda v: (
+            None if isinstance(v, bool) else f"expected true or false, got {describe(v)}"
+        )
     if kind == "datetime":
         return lambda v: _check_datetime(v, column)
     if _other_categories(column):
-        kinds = {_json_type(c) for c in column.categories}
+        kinds = {json_kind(c) for c in column.categories}
         # JSON has one number type: a boolean is no number (though Python's True == 1)
-        return lambda v: None if _json_type(v) in kinds else f"expected a category, got {_show(v)}"
-    return lambda v: None if isinstance(v, str) else f"expected a string, got {_show(v)}"
+        return lambda v: (
+            None if json_kind(v) in kinds else f"expected a category, got {describe(v)}"
+        )
+    return lambda v: None if isinstance(v, str) else f"expected a string, got {describe(v)}"
 
 
 @dataclass(frozen=True)
@@ -294,7 +299,7 @@ def _check_number(value, integer: bool, limit: _Limit) -> str | None:
     if isinstance(value, NonFinite):
         return f"expected a finite number, got {value.text}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return f"expected a number, got {_show(value)}"
+        return f"expected a number, got {describe(value)}"
     if isinstance(value, float) and not math.isfinite(value):
         return f"expected a finite number, got {value}"
     if integer and isinstance(value, float) and not value.is_integer():
@@ -336,7 +341,7 @@ def _number_problems(column: Column, series: pd.Series, missing: np.ndarray) -> 
 
 def _datetime_problems(column: Column, series: pd.Series, missing: np.ndarray) -> list[Problem]:
     """Rows of a frame column that cannot become the column's datetimes (see
-    :func:`~nbmlops.frames.parse_datetime` for the time-zone policy)."""
+    :func:`~nbmlops.artifact.frames.parse_datetime` for the time-zone policy)."""
     if pd.api.types.is_datetime64_any_dtype(series.dtype):
         zoned = getattr(series.dtype, "tz", None) is not None
         if zoned == (column.tz is not None):
@@ -345,10 +350,7 @@ def _datetime_problems(column: Column, series: pd.Series, missing: np.ndarray) -
         return _rows(~missing, column.name, f"the column was trained {wanted}; got {series.dtype}")
     problems = []
     for row in np.flatnonzero(~missing):
-        value = series.iloc[row]
-        message = _check_datetime(
-            value.isoformat() if hasattr(value, "isoformat") else value, column
-        )
+        message = _check_datetime(datetime_text(series.iloc[row]), column)
         if message is not None:
             problems.append(Problem(int(row), column.name, message))
             if len(problems) >= MAX_PROBLEMS:
@@ -364,18 +366,3 @@ def _booleans(series: pd.Series) -> np.ndarray:
 def _rows(mask: np.ndarray, name: str, message: str) -> list[Problem]:
     """A problem for each of the first offending rows (positions) in ``mask``."""
     return [Problem(int(row), name, message) for row in np.flatnonzero(mask)[:MAX_PROBLEMS]]
-
-
-def _json_type(value) -> str:
-    names = {list: "an array", dict: "an object", str: "a string", bool: "a boolean"}
-    if value is None:
-        return "null"
-    return names.get(type(value), "a number")
-
-
-def _show(value) -> str:
-    return (
-        f"{_json_type(value)} {value!r}"
-        if not isinstance(value, (dict, list))
-        else _json_type(value)
-    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 
 from nbmlops import jsoncodec
 from nbmlops.artifact.validation import Problem
@@ -142,7 +143,7 @@ def _check_envelope(payload: dict, where: str) -> None:
 
 
 def _check_unique_columns(columns: list, where: str) -> None:
-    repeated = sorted({str(c) for c in columns if columns.count(c) > 1})
+    repeated = sorted(str(c) for c, n in Counter(columns).items() if n > 1)
     if repeated:
         problems = [Problem(None, c, f"{where} names this column more than once") for c in repeated]
         raise HTTPProblem(422, "invalid input: nothing was predicted", problems)
