@@ -11,7 +11,7 @@ def _record_schema(schema) -> dict:
     properties = {}
     for column in schema.columns:
         if column.kind == "numeric":
-            prop = {"type": "integer" if column.dtype.startswith("int") else "number"}
+            prop = {"type": "integer" if column.is_integer else "number"}
         elif column.kind == "boolean":
             prop = {"type": "boolean"}
         elif column.kind == "datetime":

@@ -272,6 +272,13 @@ def test_protocol_routes_that_real_clients_call(client):
     assert client.get("/version").json()["model_version"] == "1"
 
 
+def test_the_openapi_document_types_a_nullable_integer_as_an_integer(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    record = paths["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    visits = record["oneOf"][1]["properties"]["visits"]
+    assert visits == {"anyOf": [{"type": "integer"}, {"type": "null"}]}
+
+
 def _raw(record: dict, field: str, literal: str, twice: bool = False) -> bytes:
     """``record`` as JSON text with ``field`` spelled ``literal`` (NaN, Infinity, ...)."""
     text = json.dumps({**record, field: "__raw__"}).replace('"__raw__"', literal)
