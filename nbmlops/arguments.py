@@ -39,6 +39,23 @@ def package_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
         "--tag", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="version tags"
     )
     parser.add_argument("--description", help="a sentence about this version")
+    parser.add_argument(
+        "--categorical",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="COL",
+        help="text columns to take as categories: values training never saw are refused "
+        "(default: text columns with at most 100 distinct values, each seen twice on average)",
+    )
+    parser.add_argument(
+        "--free-text",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="COL",
+        help="text columns to take as free text, any string accepted (ids, names)",
+    )
     parser.add_argument("--notebook", help="notebook path, when the front end does not expose it")
     return parser
 
@@ -53,7 +70,11 @@ def serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, help="default: a free port")
     parser.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (loopback)")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
-    parser.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on requests")
+    parser.add_argument(
+        "--token",
+        help="require 'Authorization: Bearer TOKEN' on requests (default: $NBMLOPS_TOKEN, "
+        "preferred: ps shows this option, not the environment)",
+    )
     parser.add_argument(
         "--insecure", action="store_true", help="allow a non-loopback --host without --token"
     )

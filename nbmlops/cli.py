@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
 
 from nbmlops.arguments import monitor_arguments, serve_arguments, serve_options
-from nbmlops.errors import NbmlopsError, UsageError
+from nbmlops.errors import NbmlopsError, RegistryError, UsageError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -71,12 +72,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="YAML file of parameters",
     )
     job.add_argument("--when", metavar="TRIGGERS", help="drift,stale=7d,new-data")
-    job.add_argument("--gate", metavar="RULES", help="e.g. f1_macro>=production-0.005,roc_auc>=0.8")
+    job.add_argument(
+        "--drift-window",
+        default="7d",
+        metavar="DURATION",
+        help="the drift trigger judges production's traffic over this window ending now, or "
+        "since the last retraining job when that is later (default 7d)",
+    )
+    job.add_argument(
+        "--gate",
+        metavar="RULES",
+        help="e.g. f1_macro>=production-0.005,roc_auc>=0.8; rules on production apply only "
+        "once there is a production version, the others always",
+    )
     job.add_argument("--promote", metavar="ALIAS", help="alias to move when the gate passes")
 
-    demo = verbs.add_parser("demo", help="run notebooks/quickstart.ipynb end to end")
+    demo = verbs.add_parser(
+        "demo", help="run notebooks/quickstart.ipynb end to end, saying what it made"
+    )
+    demo.description = (
+        "Train, package, serve and monitor the quickstart's churn model in ./.nbmlops/ (or "
+        "NBMLOPS_HOME), one line per step; then write the executed notebook and an HTML copy."
+    )
     demo.add_argument("--notebook", type=Path, help="the quickstart notebook to run")
-    demo.add_argument("--output", type=Path, help="where to write the executed notebook")
+    demo.add_argument(
+        "--output",
+        type=Path,
+        help="where to write the executed notebook (its HTML copy goes next to it)",
+    )
     return parser
 
 
@@ -98,6 +121,28 @@ def main(argv: list[str] | None = None) -> int:
     except NbmlopsError as exc:
         print(f"nbmlops: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except Exception as exc:
+        failure = _store_failure(exc)
+        if failure is None:
+            raise
+        print(f"nbmlops: {failure}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _store_failure(exc: Exception) -> RegistryError | None:
+    """An exception of MLflow or its database layer (which nbmlops did not translate, e.g. a
+    store that cannot be opened) as one line; None for any other exception (a bug: shown)."""
+    if not any(c.__module__.startswith(("mlflow.", "sqlalchemy.")) for c in type(exc).__mro__):
+        return None
+    from nbmlops.config import Settings
+
+    detail = " ".join(str(exc).split())
+    detail = detail[:300] + ("..." if len(detail) > 300 else "")
+    return RegistryError(
+        f"the MLflow store at {Settings.from_env().tracking_uri} failed "
+        f"({type(exc).__name__}: {detail}); check MLFLOW_TRACKING_URI (unset, nbmlops uses "
+        "its own store under NBMLOPS_HOME) and that the store is reachable and readable"
+    )
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -192,6 +237,7 @@ def _retrain(args: argparse.Namespace) -> int:
         when=args.when,
         gate=args.gate,
         promote=args.promote,
+        drift_window=args.drift_window,
     )
     stream = sys.stderr if result.outcome == "failed" else sys.stdout
     print(result.summary(), file=stream)
@@ -201,8 +247,8 @@ def _retrain(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from nbmlops.demo import run_demo
 
-    output = run_demo(notebook=args.notebook, output=args.output)
-    print(f"demo finished: the executed notebook is {output}")
+    result = run_demo(args.notebook, args.output, say=functools.partial(print, flush=True))
+    print(result.summary())
     return 0
 
 

@@ -6,12 +6,14 @@ Every message says what happened, shows the offending value and says what to do:
     ├── UsageError ............ a bad option or argument given to a magic, the CLI or the API
     ├── CaptureError .......... preprocessing code that cannot be captured by source
     ├── ArtifactError ......... an artifact that cannot be built or read
-    │   ├── ArtifactModifiedError   a file differs from manifest.json
+    │   ├── ArtifactModifiedError   a file differs from manifest.json, the manifest from the
+    │   │                          registry's digest, or a file name leads outside the folder
     │   └── ParityError            the packaged artifact does not reproduce the notebook
     ├── RegistryError ......... the MLflow registry refused or lacks something
     │   └── ModelNotFoundError     no registered model or version answers an address
     ├── ValidationError ....... request records that do not match the schema (HTTP 422)
-    └── ServingError .......... a prediction server that cannot start, answer or stop
+    ├── ServingError .......... a prediction server that cannot start, answer or stop
+    └── NotebookError ......... a notebook nbmlops runs (the demo) that fails in a cell
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ class ArtifactError(NbmlopsError):
 
 
 class ArtifactModifiedError(ArtifactError):
-    """A file of an artifact differs from what its manifest recorded."""
+    """A file of an artifact differs from what its manifest recorded, the manifest differs from
+    the one registered, or a file name leads outside the artifact folder; ``file`` names it."""
 
     def __init__(self, path: str, file: str, reason: str) -> None:
         self.path = path
@@ -91,3 +94,15 @@ class ValidationError(NbmlopsError):
 
 class ServingError(NbmlopsError):
     """A prediction server could not start, answer or stop."""
+
+
+class NotebookError(NbmlopsError):
+    """A notebook run by nbmlops failed in a cell; ``output`` is the executed notebook."""
+
+    def __init__(self, notebook: str, cell: int | None, ename: str, evalue: str, output: str):
+        self.notebook, self.cell, self.ename, self.evalue = notebook, cell, ename, evalue
+        self.output = output
+        super().__init__(
+            f"{notebook} failed in cell {cell}: {ename}: {evalue}; the executed notebook, with "
+            f"the error and the cells before it, is {output}"
+        )

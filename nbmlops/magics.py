@@ -37,7 +37,7 @@ class NbmlopsMagics(Magics):
 
         %%mlops_package NAME --model VAR --data VAR [--target VAR] [--preprocess FUNC ...]
         [--eval XVAR YVAR] [--metric NAME] [--alias ALIAS] [--tag KEY=VALUE ...]
-        [--description TEXT]
+        [--description TEXT] [--categorical COL ...] [--free-text COL ...]
         """
         parser = package_arguments(_MagicParser(prog="%%mlops_package", add_help=True))
         args = _parse(parser, line)
@@ -62,6 +62,8 @@ class NbmlopsMagics(Magics):
                 alias=args.alias,
                 tags=parse_tags(args.tag),
                 description=args.description,
+                categorical=args.categorical,
+                free_text=args.free_text,
                 context=context,
             )
         except NbmlopsError as exc:
@@ -95,21 +97,30 @@ class NbmlopsMagics(Magics):
 
     @line_magic
     def mlops_monitor(self, line: str):
-        """Show the model's health as a dashboard (also a static report for reviewers).
+        """Show the model's health as a report that reads without a kernel; ``--refresh``
+        updates it in place and adds a live line with a stop button.
 
         %mlops_monitor MODEL [--window DURATION] [--since TIME] [--refresh SECONDS]
         """
         from nbmlops.monitoring.monitor import monitor
+        from nbmlops.registry.load import load
         from nbmlops.widgets import Dashboard
 
         parser = monitor_arguments(_MagicParser(prog="%mlops_monitor"))
-        parser.add_argument("--refresh", type=float, metavar="SECONDS", help="update in place")
+        parser.add_argument(
+            "--refresh",
+            type=float,
+            metavar="SECONDS",
+            help="update the report in place every SECONDS (stops when the widget is closed "
+            "or another dashboard for the model starts)",
+        )
         args = _parse(parser, line)
         if args is None:
             return None
         try:
+            loaded = load(args.model)  # verified once: every refresh reuses it
             return Dashboard(
-                lambda: monitor(args.model, window=args.window, since=args.since),
+                lambda: monitor(loaded, window=args.window, since=args.since),
                 refresh=args.refresh,
             )
         except NbmlopsError as exc:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -203,6 +207,57 @@ def test_promoting_an_archived_version_exits_1(churn_registry, capsys):
     assert code == 1
     assert_one_line_error(err, "archived")
     assert aliases_of() == {}
+
+
+def broken_store(kind: str, home: Path) -> dict[str, str]:
+    """The environment of a store MLflow cannot use."""
+    if kind == "a database file that is not one":
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "mlflow.db").write_text("not a database\n")
+        return {}
+    if kind == "a URI MLflow has no store for":
+        return {"MLFLOW_TRACKING_URI": "nosuch://store"}
+    return {  # a tracking server that is not running, asked once, quickly
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+    }
+
+
+STORES = ["a database file that is not one", "a URI MLflow has no store for", "a dead server"]
+
+
+@pytest.mark.parametrize("kind", STORES)
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("models", "list"),
+        ("models", "show", NAME),
+        ("models", "promote", f"{NAME}@v1", "--to", "production"),
+    ],
+)
+def test_a_broken_store_is_one_line_not_a_traceback(settings, monkeypatch, capsys, kind, argv):
+    for name, value in broken_store(kind, settings.home).items():
+        monkeypatch.setenv(name, value)
+    code, out, err = run(capsys, *argv)
+    assert code == EXIT_FAILED
+    assert out == ""
+    assert_one_line_error(err)
+    assert "Traceback" not in err
+
+
+def test_a_broken_store_in_a_real_process_prints_one_line(settings):
+    env = {**os.environ, **broken_store(STORES[0], settings.home)}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "nbmlops"), "models", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == EXIT_FAILED
+    assert done.stdout == ""
+    assert_one_line_error(done.stderr, str(settings.home / "mlflow.db"), "not a database")
 
 
 @pytest.mark.parametrize(

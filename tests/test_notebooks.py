@@ -1,12 +1,11 @@
-"""End to end in a real kernel: ``%%mlops_package`` cells executed by nbclient and papermill."""
+"""End to end in a real kernel: ``%%mlops_package`` cells executed by nbclient (the demo, run by
+papermill, is in test_demo.py)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -272,29 +271,6 @@ def test_notebook_path_from_vscode_is_recorded(run_cells):
     body = train().split("\n", 1)[1]
     assert lineage.cell_hash == hashlib.sha256(body.encode()).hexdigest()
     assert lineage.execution_count == 6
-
-
-def test_demo_runs_quickstart_with_papermill(tmp_path, repo_root):
-    scripts = str(Path(sys.executable).parent)
-    path = [p for p in os.environ["PATH"].split(os.pathsep) if p != scripts]  # not activated
-    proc = subprocess.run(
-        [str(Path(scripts) / "nbmlops"), "demo"],
-        env={**os.environ, "PATH": os.pathsep.join(path)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
-    executed = tmp_path / ".nbmlops" / "runs" / "quickstart.ipynb"
-    assert str(executed) in proc.stdout
-    nb = json.loads(executed.read_text())
-    assert nb["metadata"]["papermill"]["exception"] is None
-    assert "Model card: churn v1" in json.dumps(nb)
-    # the shell command in a cell finds nbmlops though the venv was never activated
-    (listing,) = [c for c in nb["cells"] if "".join(c["source"]).startswith("!nbmlops models")]
-    assert "churn" in "".join(listing["outputs"][0]["text"]), listing["outputs"]
-    lineage = nbmlops.load("churn@v1").lineage
-    assert lineage.notebook_path == str(repo_root / "notebooks" / "quickstart.ipynb")
 
 
 def test_serve_from_a_kernel_survives_a_server_crash_and_ends_with_the_kernel(run_cells):

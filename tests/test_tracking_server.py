@@ -97,6 +97,9 @@ def test_package_and_load_through_a_tracking_server(tracking_server, tmp_path, m
 
     registry = Registry(settings)
     assert registry.resolve("churn").version == "1"
+    # the server's "no such alias" and "no such model" are told apart from a failure
+    assert registry.alias_version("churn", "staging") is None
+    assert registry.alias_version("no-such-model", "production") is None
     assert registry.get("churn", "1").metrics["f1_macro"] > 0.5
     assert not (tmp_path / ".nbmlops" / "mlflow.db").exists()
 

@@ -6,7 +6,7 @@ import html
 from dataclasses import dataclass
 
 from nbmlops.artifact.lineage import Lineage
-from nbmlops.artifact.schema import Schema
+from nbmlops.artifact.schema import MAX_CATEGORIES, Schema
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,7 @@ class Card:
     primary_metric: str
     artifact_digest: str | None = None
     parity: str | None = None
+    estimator_fallback: str | None = None  # why the estimator was saved with joblib
     version: str | None = None
     aliases: tuple[str, ...] = ()
     description: str | None = None
@@ -50,6 +51,14 @@ class Card:
             facts.append(("artifact (manifest sha256)", self.artifact_digest))
         if self.parity:
             facts.append(("parity", self.parity))
+        if self.estimator_fallback:
+            facts.append(
+                (
+                    "estimator saved with",
+                    f"joblib, not skops: {self.estimator_fallback} (joblib runs pickle on "
+                    "load: load this artifact only from a source you trust)",
+                )
+            )
         return facts
 
     def _schema_rows(self) -> list[tuple[str, ...]]:
@@ -64,6 +73,32 @@ class Card:
                 seen = "-"
             rows.append((col.name, col.dtype, col.kind, "yes" if col.nullable else "no", seen))
         return rows
+
+    def _kinds_note(self) -> list[str]:
+        """Which text columns were taken as categories and which as free text; how to choose."""
+        columns = self.schema.columns
+        categories = [
+            c.name + (" (a pandas Categorical)" if c.dtype == "category" else "")
+            for c in columns
+            if c.kind == "categorical"
+        ]
+        free_text = [c.name for c in columns if c.kind == "text"]
+        lines = []
+        if categories:
+            lines.append(
+                "Taken as categories (a value training never saw is refused): "
+                f"{', '.join(categories)}."
+            )
+        if free_text:
+            lines.append(f"Taken as free text (any string is accepted): {', '.join(free_text)}.")
+        if lines:
+            lines.append(
+                f"A text column is taken as categories when it has at most {MAX_CATEGORIES} "
+                "distinct values, each seen twice on average; choose otherwise with "
+                "--categorical COL ... or --free-text COL ... on %%mlops_package "
+                "(package(categorical=[...], free_text=[...]))."
+            )
+        return lines
 
     def to_markdown(self) -> str:
         lines = [f"# Model card: {self._title()}", ""]
@@ -81,6 +116,9 @@ class Card:
         lines += ["", "## Input schema", "", "| column | dtype | kind | nulls | seen |"]
         lines += ["|---|---|---|---|---|"]
         lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in self._schema_rows()]
+        note = self._kinds_note()
+        if note:
+            lines += ["", " ".join(note)]
         return "\n".join(lines) + "\n"
 
     def to_text(self) -> str:
@@ -90,6 +128,7 @@ class Card:
         for k, v in self.lineage.metrics.items():
             lines.append(f"  {k:<{width}}  {v:.4f}")
         lines.append(f"  inputs: {', '.join(self.schema.names)}")
+        lines += [f"  {line}" for line in self._kinds_note()]
         return "\n".join(lines)
 
     def to_html(self) -> str:
@@ -111,12 +150,13 @@ class Card:
             for row in self._schema_rows()
         )
         description = f"<p>{esc(self.description)}</p>" if self.description else ""
+        note = "".join(f"<p>{esc(line)}</p>" for line in self._kinds_note())
         return (
             "<div class='nbmlops-card'>"
             f"<h3>Model card: {esc(self._title())}</h3>{description}"
             f"<table>{facts}</table>"
             f"<h4>Metrics (held-out data)</h4><table>{metrics}</table>"
-            f"<h4>Input schema</h4><table><tr>{header}</tr>{schema}</table>"
+            f"<h4>Input schema</h4><table><tr>{header}</tr>{schema}</table>{note}"
             "</div>"
         )
 

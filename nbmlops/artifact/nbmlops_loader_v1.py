@@ -4,29 +4,49 @@ nbmlops itself uses this same file to predict in the notebook and to load artifa
 notebook, the parity check, ``nbmlops.load`` and ``mlflow.pyfunc.load_model`` share one
 implementation of "apply the captured preprocessing, then the estimator". It needs only the
 standard library, pandas, numpy and skops or joblib: no nbmlops, no notebook.
+
+Every file is checked against ``manifest.json`` before anything is unpickled, and what is parsed
+or loaded is the very bytes that were checked: a file cannot change between check and load.
+No name in the manifest or in ``config.json`` may lead outside the artifact's folder.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import io
 import json
-from pathlib import Path
+import types
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
 
 MANIFEST = "manifest.json"
 DATA_DIR = "data/nbmlops"
+CODE_DIR = "code"
 CONFIG = DATA_DIR + "/config.json"
 #: Files MLflow adds when it downloads a registered model; not part of the manifest.
 MLFLOW_ADDED = frozenset({"registered_model_meta"})
 #: Module prefixes of types a skops file may contain and still be loaded.
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+CHANGED = "has changed (its SHA-256 differs from manifest.json)"
 
 
 class ArtifactCheckError(RuntimeError):
-    """The artifact differs from its manifest or needs untrusted types."""
+    """The artifact differs from its manifest, names a file outside its folder, or needs
+    untrusted types: ``file`` says which file, ``reason`` what is wrong with it."""
+
+    def __init__(self, root: Path, file: str, reason: str, modified: bool = True) -> None:
+        self.root = str(root)
+        self.file = file
+        self.reason = reason
+        self.modified = modified
+        what = "was modified after packaging: " if modified else "cannot be loaded safely: "
+        super().__init__(
+            f"artifact at {root} {what}{file} {reason}. Refusing to load it; package the model "
+            "again or restore the original file."
+        )
 
 
 def sha256_file(path: Path) -> str:
@@ -37,67 +57,140 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def manifest_problem(root: Path) -> tuple[str, str] | None:
-    """The first file that differs from ``manifest.json`` as ``(file, reason)``, or None."""
-    manifest_path = root / MANIFEST
-    if not manifest_path.is_file():
-        return MANIFEST, "is missing"
-    try:
-        recorded = json.loads(manifest_path.read_text())["files"]
-    except (ValueError, KeyError):
-        return MANIFEST, "is not a valid manifest"
-    for name, digest in sorted(recorded.items()):
-        path = root / name
-        if not path.is_file():
-            return name, "is missing"
-        if sha256_file(path) != digest:
-            return name, "has changed (its SHA-256 differs from manifest.json)"
-    for path in sorted(root.rglob("*")):
-        name = path.relative_to(root).as_posix()
-        if path.is_file() and name not in recorded and name != MANIFEST:
-            if name not in MLFLOW_ADDED and "__pycache__" not in path.parts:
-                return name, "was added after packaging"
-    return None
+class Manifest:
+    """``manifest.json`` of the artifact at ``root``, read once: its SHA-256 (``sha256``) and
+    the digest it records for each file (``files``).
 
+    :meth:`read` returns a file's bytes after checking them, so a caller parses or loads
+    exactly what was checked; :meth:`check` checks every file and refuses files added since.
+    Each file is hashed once: a file :meth:`read` has checked is not hashed again by
+    :meth:`check`, and :meth:`check` can keep the bytes of the files a caller reads next.
+    """
 
-def check_manifest(root: Path) -> None:
-    problem = manifest_problem(root)
-    if problem is not None:
-        file, reason = problem
-        raise ArtifactCheckError(
-            f"artifact at {root} was modified after packaging: {file} {reason}. "
-            "Refusing to load it; package the model again or restore the original file."
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._real_root = self.root.resolve()
+        raw = self._bytes(MANIFEST)
+        self.sha256 = hashlib.sha256(raw).hexdigest()
+        try:
+            files = json.loads(raw)["files"]
+        except (ValueError, KeyError, TypeError):
+            files = None
+        if not isinstance(files, dict) or not all(isinstance(d, str) for d in files.values()):
+            raise ArtifactCheckError(self.root, MANIFEST, "is not a valid manifest")
+        for name in files:
+            self._path(name)
+        self.files: dict[str, str] = files
+        self._checked: set[str] = set()
+        self._kept: dict[str, bytes] = {}
+
+    def read(self, name: str) -> bytes:
+        """The bytes of the file ``name`` (a manifest name), checked against the manifest."""
+        kept = self._kept.pop(name, None)
+        if kept is not None:
+            return kept
+        if name not in self.files:
+            raise ArtifactCheckError(self.root, name, "is not listed in manifest.json")
+        data = self._bytes(name)
+        if hashlib.sha256(data).hexdigest() != self.files[name]:
+            raise ArtifactCheckError(self.root, name, CHANGED)
+        self._checked.add(name)
+        return data
+
+    def check(self, keep: Iterable[str] = ()) -> None:
+        """Check every file against the manifest and refuse files added since packaging (or
+        links leading outside the folder); the bytes of ``keep`` stay for :meth:`read`."""
+        keep = set(keep)
+        for name, digest in sorted(self.files.items()):
+            if name in keep:
+                self._kept[name] = self.read(name)
+            elif name not in self._checked:
+                path = self._path(name)
+                if not path.is_file():
+                    raise ArtifactCheckError(self.root, name, "is missing")
+                if sha256_file(path) != digest:
+                    raise ArtifactCheckError(self.root, name, CHANGED)
+                self._checked.add(name)
+        for path in sorted(self.root.rglob("*")):
+            name = path.relative_to(self.root).as_posix()
+            if path.is_symlink() and not self._inside(path):
+                raise ArtifactCheckError(
+                    self.root, name, f"is a link to {path.resolve()}, outside the artifact folder"
+                )
+            if path.is_file() and name not in self.files and name != MANIFEST:
+                if name not in MLFLOW_ADDED and "__pycache__" not in path.parts:
+                    raise ArtifactCheckError(self.root, name, "was added after packaging")
+
+    def model_files(self, config: dict) -> tuple[str, str | None]:
+        """The manifest names of the estimator and of the preprocessing source (None without
+        preprocessing) that ``config`` names; each must be a file name in its folder."""
+        estimator = f"{DATA_DIR}/{self._file_name(config, 'estimator_file', DATA_DIR)}"
+        if not config.get("preprocess"):
+            return estimator, None
+        return estimator, f"{CODE_DIR}/{self._file_name(config, 'preprocess_file', CODE_DIR)}"
+
+    def _file_name(self, config: dict, key: str, folder: str) -> str:
+        value = config.get(key)
+        if not isinstance(value, str) or value in ("", ".", "..") or "/" in value or "\\" in value:
+            raise ArtifactCheckError(
+                self.root,
+                CONFIG,
+                f"names {value!r} as its {key}, where a file name inside {folder}/ belongs",
+            )
+        return value
+
+    def _path(self, name: str) -> Path:
+        """``root / name``, refusing a name that leads outside the folder."""
+        parts = PurePosixPath(name).parts
+        plain = (
+            bool(parts)
+            and "\\" not in name
+            and not PurePosixPath(name).is_absolute()
+            and not any(p in ("", ".", "..") for p in parts)
         )
+        path = self.root / name
+        if not plain or not self._inside(path):
+            raise ArtifactCheckError(self.root, name, "leads outside the artifact folder")
+        return path
+
+    def _inside(self, path: Path) -> bool:
+        return path.resolve().is_relative_to(self._real_root)
+
+    def _bytes(self, name: str) -> bytes:
+        try:
+            return self._path(name).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ArtifactCheckError(self.root, name, "is missing") from None
 
 
-def load_estimator(root: Path, config: dict):
-    """Load the fitted estimator, refusing skops types outside the trusted set."""
-    path = root / DATA_DIR / config["estimator_file"]
-    if config["estimator_format"] == "skops":
+def load_estimator(data: bytes, estimator_format: str, root: Path, name: str):
+    """The fitted estimator from its checked bytes, refusing skops types outside the trusted
+    set."""
+    if estimator_format == "skops":
         import skops.io
 
-        untrusted = skops.io.get_untrusted_types(file=path)
+        untrusted = skops.io.get_untrusted_types(data=data)
         refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
         if refused:
             raise ArtifactCheckError(
-                f"{path.name} needs types outside the trusted set: {', '.join(refused)}"
+                root,
+                name,
+                f"needs types outside the trusted set: {', '.join(refused)}",
+                modified=False,
             )
-        return skops.io.load(path, trusted=untrusted)
+        return skops.io.loads(data, trusted=untrusted)
     import joblib
 
-    return joblib.load(path)
+    return joblib.load(io.BytesIO(data))
 
 
-def load_steps(root: Path, config: dict) -> list:
-    """Import the captured preprocessing under a name unique to its content."""
-    names = config.get("preprocess", [])
-    if not names:
-        return []
-    path = root / "code" / config["preprocess_file"]
-    module_name = "nbmlops_preprocess_" + sha256_file(path)[:16]
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def load_steps(source: bytes, names: list[str], filename: str) -> list:
+    """Run the captured preprocessing source (its checked bytes) as a module named for its
+    content, and return the functions ``names``."""
+    digest = hashlib.sha256(source).hexdigest()
+    module = types.ModuleType("nbmlops_preprocess_" + digest[:16])
+    module.__file__ = filename
+    exec(compile(source, filename, "exec"), module.__dict__)
     return [getattr(module, name) for name in names]
 
 
@@ -153,15 +246,30 @@ def _final_step(estimator):
 
 
 class ArtifactPredictor:
-    """A loaded artifact: estimator plus captured preprocessing."""
+    """A loaded artifact: estimator plus captured preprocessing.
 
-    def __init__(self, root: Path, verify: bool = True) -> None:
+    Given only ``root`` (MLflow, the parity check), every file is checked first. nbmlops, which
+    has already read the artifact against its ``manifest``, passes it with ``config``: only the
+    estimator and the preprocessing are read then, each checked as it is read.
+    """
+
+    def __init__(
+        self, root: Path, manifest: Manifest | None = None, config: dict | None = None
+    ) -> None:
         self.root = Path(root)
-        if verify:
-            check_manifest(self.root)
-        self.config = json.loads((self.root / CONFIG).read_text())
-        self.steps = load_steps(self.root, self.config)
-        self.estimator = load_estimator(self.root, self.config)
+        if manifest is None or config is None:
+            manifest = Manifest(self.root)
+            config = json.loads(manifest.read(CONFIG))
+            manifest.check(keep=[f for f in manifest.model_files(config) if f])
+        self.config = config
+        estimator_file, preprocess_file = manifest.model_files(config)
+        self.steps = []
+        if preprocess_file is not None:
+            source = manifest.read(preprocess_file)
+            self.steps = load_steps(source, config["preprocess"], str(self.root / preprocess_file))
+        self.estimator = load_estimator(
+            manifest.read(estimator_file), config["estimator_format"], self.root, estimator_file
+        )
 
     def predict(self, model_input, params=None) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)

@@ -108,19 +108,27 @@ class Profile:
         )
 
 
-def build_profile(data: pd.DataFrame, outputs: pd.DataFrame, seed: int = 0) -> Profile:
-    """Profile the raw training frame and the model's outputs on it."""
+def build_profile(
+    data: pd.DataFrame, outputs: pd.DataFrame, seed: int = 0, kinds: dict | None = None
+) -> Profile:
+    """Profile the raw training frame and the model's outputs on it; ``kinds`` are the
+    schema's column kinds (default: inferred)."""
     rng = np.random.default_rng(seed)
+    kinds = kinds or {}
     return Profile(
         n_rows=len(data),
-        columns=tuple(profile_column(str(n), data[n], rng) for n in data.columns),
+        columns=tuple(
+            profile_column(str(n), data[n], rng, kinds.get(str(n))) for n in data.columns
+        ),
         predictions=tuple(profile_column(str(n), outputs[n], rng) for n in outputs.columns),
     )
 
 
-def profile_column(name: str, series: pd.Series, rng: np.random.Generator) -> ColumnProfile:
-    """Profile one column according to its kind."""
-    kind = column_kind(series)
+def profile_column(
+    name: str, series: pd.Series, rng: np.random.Generator, kind: str | None = None
+) -> ColumnProfile:
+    """Profile one column according to its kind (default: inferred)."""
+    kind = kind or column_kind(series)
     count = len(series)
     nulls = int(series.isna().sum())
     values = series.dropna()

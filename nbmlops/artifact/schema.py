@@ -7,14 +7,18 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from nbmlops.errors import ArtifactError
+from nbmlops.errors import ArtifactError, UsageError
 
 #: 2 adds category order and ``ordered``, the categories' own dtype, datetime unit and time zone,
 #: and the largest magnitude the model can hold; version 1 files are still read.
 FORMAT_VERSION = 2
 
-#: A text column with at most this many distinct values is treated as categorical.
+#: A text column is categorical (values outside its set are refused) when it has at most this
+#: many distinct values...
 MAX_CATEGORIES = 100
+#: ...and its values repeat: at most this share of its non-null values is distinct (each value
+#: seen twice on average), so ids and names in a small training set stay free text.
+MAX_DISTINCT_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -139,7 +143,9 @@ def check_format_version(data: dict, file: str, supported: int) -> int:
 
 
 def column_kind(series: pd.Series) -> str:
-    """The kind of a column: numeric, boolean, categorical, text or datetime."""
+    """The kind of a column: numeric, boolean, categorical, text or datetime (see
+    :data:`MAX_CATEGORIES` and :data:`MAX_DISTINCT_SHARE` for text columns; a pandas
+    Categorical is always categorical)."""
     dtype = series.dtype
     if pd.api.types.is_bool_dtype(dtype):
         return "boolean"
@@ -152,17 +158,58 @@ def column_kind(series: pd.Series) -> str:
     values = series.dropna()
     if len(values) and values.map(type).isin([bool, np.bool_]).all():
         return "boolean"
-    if values.nunique() <= MAX_CATEGORIES:
+    distinct = values.nunique()
+    if distinct <= MAX_CATEGORIES and distinct <= MAX_DISTINCT_SHARE * len(values):
         return "categorical"
     return "text"
 
 
-def infer_schema(data: pd.DataFrame, task: str, predictions: pd.Series, classes) -> Schema:
-    """Infer the schema of the raw frame ``data`` and the model's output."""
+def column_kinds(data: pd.DataFrame, categorical=(), free_text=()) -> dict[str, str]:
+    """The kind of each column of ``data``, with the text columns the user named taken as
+    categories (``categorical``) or as free text (``free_text``)."""
+    kinds = {str(name): column_kind(data[name]) for name in data.columns}
+    categorical, free_text = list(categorical or ()), list(free_text or ())
+    both = sorted(set(categorical) & set(free_text))
+    if both:
+        raise UsageError(
+            f"--categorical and --free-text both name {', '.join(both)}; name each column in one"
+        )
+    unknown = [c for c in categorical + free_text if c not in kinds]
+    if unknown:
+        raise UsageError(
+            f"--categorical/--free-text name {', '.join(map(repr, unknown))}, which --data does "
+            f"not have; its columns are {', '.join(kinds)}"
+        )
+    for option, names, kind in (
+        ("--categorical", categorical, "categorical"),
+        ("--free-text", free_text, "text"),
+    ):
+        for name in names:
+            dtype = data[name].dtype
+            if isinstance(dtype, pd.CategoricalDtype) and kind == "text":
+                raise UsageError(
+                    f"--free-text {name}: the column is a pandas Categorical, whose categories "
+                    "are fixed; convert it in the cell (.astype(str)) to take it as free text"
+                )
+            if kinds[name] not in ("categorical", "text"):
+                raise UsageError(
+                    f"{option} {name}: the column is {kinds[name]} ({dtype}); only text "
+                    "columns can be taken as categories or free text"
+                )
+            kinds[name] = kind
+    return kinds
+
+
+def infer_schema(
+    data: pd.DataFrame, task: str, predictions: pd.Series, classes, kinds: dict | None = None
+) -> Schema:
+    """Infer the schema of the raw frame ``data`` and the model's output; ``kinds`` (from
+    :func:`column_kinds`) overrides the kind inferred for a column."""
+    kinds = kinds or {}
     columns = []
     for name in data.columns:
         series = data[name]
-        kind = column_kind(series)
+        kind = kinds.get(str(name)) or column_kind(series)
         col = Column(
             name=str(name),
             dtype=str(series.dtype),

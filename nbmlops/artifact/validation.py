@@ -20,7 +20,7 @@ from nbmlops.artifact.frames import (
     parse_datetime,
 )
 from nbmlops.artifact.schema import Column, Schema
-from nbmlops.errors import ValidationError
+from nbmlops.errors import UsageError, ValidationError
 from nbmlops.jsoncodec import NonFinite, a_kind, describe, duplicates, json_kind
 
 REJECT = "reject"
@@ -46,8 +46,9 @@ class Validator:
 
     def __init__(self, schema: Schema, unknown_categories: str = REJECT) -> None:
         if unknown_categories not in (REJECT, ALLOW):
-            raise ValueError(
-                f"unknown_categories must be 'reject' or 'allow', not {unknown_categories!r}"
+            raise UsageError(
+                f"unknown_categories must be 'reject' (refuse categories training never saw) or "
+                f"'allow', not {unknown_categories!r}"
             )
         self.schema = schema
         self.unknown_categories = unknown_categories

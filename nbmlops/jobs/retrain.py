@@ -3,11 +3,13 @@
 Exit codes: 0 promoted, passed or skipped; 1 the job failed; 2 usage error; 3 gate rejected.
 A failed notebook never registers a candidate or promotes anything: a version its
 ``%%mlops_package`` registered before the failure gets neither ``candidate`` nor an alias.
+Options are checked before the notebook runs, ``--gate`` metrics against the task of the
+model's registered versions; a new model's task is known only after the run, which then ends
+as a usage error too, with nothing promoted.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import uuid
 from dataclasses import dataclass
@@ -18,9 +20,10 @@ import pandas as pd
 
 from nbmlops.config import Settings
 from nbmlops.errors import ModelNotFoundError, UsageError
-from nbmlops.jobs.gate import GateDecision, decide, parse_rules
-from nbmlops.jobs.notebooks import run_notebook
-from nbmlops.jobs.triggers import data_sha256, fired_triggers
+from nbmlops.jobs.gate import GateDecision, check_metrics, decide, parse_rules
+from nbmlops.jobs.notebooks import html_copy, run_notebook
+from nbmlops.jobs.triggers import DRIFT_WINDOW, data_sha256, fired_triggers
+from nbmlops.monitoring.monitor import parse_duration
 from nbmlops.packaging.evaluate import evaluate
 from nbmlops.packaging.package import JOB_ENV
 from nbmlops.registry.registry import PRODUCTION, ModelVersion, Registry, alias_lock
@@ -75,18 +78,26 @@ def retrain(
     when: str | None = None,
     gate: str | None = None,
     promote: str | None = None,
+    drift_window: str = DRIFT_WINDOW,
     settings: Settings | None = None,
 ) -> JobResult:
-    """Run one retraining job; see the module docstring for the exit codes."""
+    """Run one retraining job; see the module docstring for the exit codes.
+
+    ``drift_window``: the ``drift`` trigger judges production's traffic over this duration
+    ending now, or since the last retraining job when that is later.
+    """
     settings = settings or Settings.from_env()
     notebook = Path(notebook)
     if not notebook.is_file():
         raise UsageError(f"notebook {notebook} does not exist")
+    parse_duration(drift_window, "--drift-window")
     registry = Registry(settings)
     parameters = dict(parameters or {})
     production = _production(registry, model)
+    if gate:
+        check_metrics(parse_rules(gate, ""), _known_task(registry, model, production))
     data_sha = data_sha256(parameters)
-    fired, not_fired = fired_triggers(when, production, registry, settings, data_sha)
+    fired, not_fired = fired_triggers(when, production, registry, settings, data_sha, drift_window)
     if when and not fired:
         return JobResult(EXIT_OK, "skipped", fired, not_fired, message="no trigger fired: skipped")
     job = uuid.uuid4().hex[:12]
@@ -112,16 +123,40 @@ def retrain(
             f"cell use %%mlops_package {model} ...?",
         )
     candidate = registered[-1]
+    rules = _rules(registry, candidate, gate, output)
     registry.set_alias(candidate.ref, CANDIDATE, remember_previous=False)
     _attach_report(registry, candidate, output)
     if data_sha:
         registry.client.set_model_version_tag(
             model, candidate.version, "nbmlops.job.data_sha256", data_sha
         )
-    return _gate_and_promote(registry, candidate, job, gate, promote, result)
+    return _gate_and_promote(registry, candidate, job, rules, promote, result)
 
 
-def _gate_and_promote(registry: Registry, candidate: ModelVersion, job, gate, promote, result):
+def _known_task(registry: Registry, model: str, production: ModelVersion | None) -> str | None:
+    """The task of production, else of the latest version; None for a new model."""
+    versions = [production] if production else registry.versions(model)[-1:]
+    return versions[0].tags.get("nbmlops.task") if versions else None
+
+
+def _rules(registry: Registry, candidate: ModelVersion, gate: str | None, output: Path):
+    """The gate's rules for the candidate's task; a metric it cannot score is a usage error
+    that leaves the candidate without alias, tagged failed."""
+    rules = parse_rules(gate, candidate.tags.get("nbmlops.primary_metric", "f1_macro"))
+    try:
+        check_metrics(rules, candidate.tags.get("nbmlops.task"))
+    except UsageError as exc:
+        registry.client.set_model_version_tag(
+            candidate.name, candidate.version, "nbmlops.job_status", "failed"
+        )
+        raise UsageError(
+            f"{exc}; the notebook registered {candidate.ref}, which is not {CANDIDATE} and "
+            f"was not promoted; the executed notebook is {output}"
+        ) from None
+    return rules
+
+
+def _gate_and_promote(registry: Registry, candidate: ModelVersion, job, rules, promote, result):
     """Score candidate and production under the alias lock; promote a passing candidate."""
     model, settings = candidate.name, registry.settings
     eval_file = settings.runs_dir / job / "eval.pkl"
@@ -133,8 +168,6 @@ def _gate_and_promote(registry: Registry, candidate: ModelVersion, job, gate, pr
             message="the gate needs held-out data: give the notebook's %%mlops_package --eval X y",
         )
     x_eval, y_eval = pd.read_pickle(eval_file)
-    primary = candidate.tags.get("nbmlops.primary_metric", "f1_macro")
-    rules = parse_rules(gate, primary)
     # One job at a time reads production, scores it and moves the aliases.
     with alias_lock(settings, model):
         production = _production(registry, model)
@@ -206,19 +239,12 @@ def _attach_report(registry: Registry, version: ModelVersion, executed: Path) ->
     if not version.run_id:
         return
     registry.client.log_artifact(version.run_id, str(executed), "report")
-    with contextlib.suppress(ImportError):
-        from nbconvert import HTMLExporter
-
-        body, _ = HTMLExporter().from_filename(str(executed))
-        page = executed.with_suffix(".html")
-        page.write_text(body)
-        registry.client.log_artifact(version.run_id, str(page), "report")
+    registry.client.log_artifact(version.run_id, str(html_copy(executed)), "report")
 
 
 def load_parameters(pairs: list[list[str]], files: list[Path]) -> dict:
     """``-f params.yaml`` files, then ``-p KEY VALUE`` pairs typed as papermill types them."""
     import yaml
-    from papermill.cli import _resolve_type  # exactly papermill's own typing of -p values
 
     parameters: dict = {}
     for file in files:
@@ -227,5 +253,21 @@ def load_parameters(pairs: list[list[str]], files: list[Path]) -> dict:
             raise UsageError(f"-f {file}: expected a mapping of parameter names to values")
         parameters.update(data)
     for key, value in pairs:
-        parameters[key] = _resolve_type(value)
+        parameters[key] = typed(value)
     return parameters
+
+
+def typed(value: str):
+    """A ``-p`` value as papermill's command line types it: ``True``, ``False`` and ``None``,
+    then anything ``int()`` reads, then anything ``float()`` reads, else the text itself."""
+    if value in _CONSTANTS:
+        return _CONSTANTS[value]
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+_CONSTANTS = {"True": True, "False": False, "None": None}

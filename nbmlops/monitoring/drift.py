@@ -13,7 +13,8 @@ Per column (results read like scipy's: ``statistic``, ``pvalue``):
   (statistic: Jensen-Shannon distance, base 2) above;
 - every column: the population stability index (PSI) over the reference bins or categories.
 
-P-values are corrected across all the columns of one report with Benjamini-Hochberg. A column
+P-values are corrected across the tested columns of one report with Benjamini-Hochberg
+(``scipy.stats.false_discovery_control``); a column without a p-value is not counted. A column
 has drifted when its corrected p-value is below ``alpha`` and its effect (normalised
 Wasserstein or Jensen-Shannon distance) reaches the effect threshold: a significant change too
 small to matter is reported as ``significant`` only, and at huge sample sizes a trivial shift
@@ -65,8 +66,8 @@ class FeatureDrift:
     pvalue: float | None
     psi: float | None
     effect: float | None
-    drifted: bool
-    significant: bool
+    drifted: bool | None  # None: not judged (the monitor saw too few predictions)
+    significant: bool | None
     n: int
     null_rate: float | None
     reference_null_rate: float
@@ -163,18 +164,14 @@ def _workers(rows: int) -> int:
 
 
 def benjamini_hochberg(pvalues: list[float | None]) -> list[float | None]:
-    """Benjamini-Hochberg adjusted p-values; ``None`` (untested) stays ``None``."""
-    tested = [(i, p) for i, p in enumerate(pvalues) if p is not None]
+    """Benjamini-Hochberg adjusted p-values (``scipy.stats.false_discovery_control``) over the
+    tested columns; ``None`` or NaN (untested) becomes ``None`` and does not count as a test."""
+    tested = [i for i, p in enumerate(pvalues) if p is not None and not np.isnan(p)]
     adjusted: list[float | None] = [None] * len(pvalues)
-    if not tested:
-        return adjusted
-    order = sorted(tested, key=lambda item: item[1])
-    m = len(order)
-    running = 1.0
-    for rank in range(m, 0, -1):
-        index, p = order[rank - 1]
-        running = min(running, p * m / rank)
-        adjusted[index] = min(running, 1.0)
+    if tested:
+        corrected = stats.false_discovery_control([pvalues[i] for i in tested], method="bh")
+        for index, value in zip(tested, corrected, strict=True):
+            adjusted[index] = float(value)
     return adjusted
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -30,17 +31,18 @@ from nbmlops.monitoring.report import (
     Skipped,
 )
 from nbmlops.packaging.evaluate import LOWER_IS_BETTER, evaluate
-from nbmlops.registry.load import load
+from nbmlops.registry.load import LoadedModel, load
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_duration(text: str) -> timedelta:
-    """``30m``, ``24h``, ``7d`` (also ``s`` and ``w``) as a timedelta."""
+def parse_duration(text: str, option: str = "--window") -> timedelta:
+    """``30m``, ``24h``, ``7d`` (also ``s`` and ``w``) as a timedelta; ``option`` names what
+    gave it in the error."""
     match = _DURATION.match(text.strip().lower()) if isinstance(text, str) else None
     if not match:
-        raise UsageError(f"--window {text!r} is not a duration; use e.g. 30m, 24h or 7d")
+        raise UsageError(f"{option} {text!r} is not a duration; use e.g. 30m, 24h or 7d")
     return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
 
 
@@ -56,7 +58,7 @@ def parse_time(text: str) -> datetime:
 
 
 def monitor(
-    model: str,
+    model: str | LoadedModel,
     *,
     window: str | None = None,
     since: str | None = None,
@@ -64,13 +66,15 @@ def monitor(
     settings: Settings | None = None,
     now: datetime | None = None,
 ) -> MonitorReport:
-    """Report on ``model`` (an address) over ``window`` ending now and/or ``since`` a time;
-    given both, the later start wins; given neither, everything logged for that version."""
+    """Report on ``model`` (an address, or a model :func:`~nbmlops.load` returned, used as it
+    is: a refreshing dashboard loads and verifies it once) over ``window`` ending now and/or
+    ``since`` a time; given both, the later start wins; given neither, everything logged for
+    that version."""
     thresholds = thresholds or MonitorThresholds()
     settings = settings or Settings.from_env()
     now = now or datetime.now(UTC)
     start = _window_start(now, window, since)
-    loaded = load(model, settings)
+    loaded = model if isinstance(model, LoadedModel) else load(model, settings)
     name, version = loaded.metadata["name"], str(loaded.metadata["version"])
     log = PredictionLog(settings.home / "predictions.db")
     try:
@@ -105,6 +109,11 @@ def build_report(loaded, window: Window, thresholds: MonitorThresholds, start, n
         prediction_drift = detect_drift(
             [prediction_ref], shown.to_frame("prediction"), thresholds.drift
         )[0]
+    if n < thresholds.min_predictions:
+        # too few predictions to judge drift: the statistics stay, the verdicts go
+        features = [replace(f, drifted=None, significant=None) for f in features]
+        if prediction_drift is not None:
+            prediction_drift = replace(prediction_drift, drifted=None, significant=None)
     features = tuple(
         sorted(features, key=lambda f: (not f.drifted, not f.significant, -(f.psi or 0)))
     )
@@ -306,14 +315,15 @@ def _reasons(features, prediction_drift, n, error_rate, latency, staleness, qual
                 "volume",
                 None,
                 f"only {n} predictions in the window; drift "
-                f"needs at least {t.min_predictions} to be judged",
+                f"needs at least {t.min_predictions} to be judged, so it was not",
                 WARNING,
             )
         )
+    # below min_predictions build_report left every drift verdict None: no drift reason
     for f in features:
         if f.drifted:
             alerts.append(Alert("drift", f.name, _drift_sentence(f)))
-        elif f.significant and n >= t.min_predictions:
+        elif f.significant:
             warnings.append(
                 Alert(
                     "drift",

@@ -146,15 +146,24 @@ class MonitorReport:
     def _repr_html_(self) -> str:
         return self.to_html()
 
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        """``text/html`` (charts inline), ``image/png`` (the charts) and ``text/plain``; no
+        script and no widget, so every notebook viewer shows it without a kernel."""
+        from nbmlops.monitoring.report_html import render_bundle
+
+        return render_bundle(self)
+
     def __repr__(self) -> str:
         reasons = [f"  {a.level}: {a.message}" for a in (*self.alerts, *self.warnings)]
-        drifted = [f.name for f in self.features if f.drifted]
+        drifted = ", ".join(f.name for f in self.features if f.drifted) or "none"
+        if any(f.drifted is None for f in self.features):
+            drifted = "not judged (too few predictions)"
         lines = [
             f"{self.model} v{self.version}: {self.status.upper()} "
             f"({self.n_predictions} predictions, window {self.window_start or 'all'} .. "
             f"{self.window_end})",
             *reasons,
-            f"  drifted features: {', '.join(drifted) or 'none'}",
+            f"  drifted features: {drifted}",
             f"  latency ms p50/p95/p99: {self.latency_ms.get('p50')}/"
             f"{self.latency_ms.get('p95')}/{self.latency_ms.get('p99')}",
             *(f"  {s}" for s in self.skipped),

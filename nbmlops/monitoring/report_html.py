@@ -16,6 +16,20 @@ MAX_CHARTS = 9
 
 def render_report(report) -> str:
     """The whole report as one HTML fragment."""
+    return _page(report, chart_png(report))
+
+
+def render_bundle(report) -> dict:
+    """The report as a notebook output keeps it: the HTML page, its charts as an ``image/png``
+    of their own (for viewers that prefer an image to HTML) and the text; charts drawn once."""
+    png = chart_png(report)
+    bundle = {"text/html": _page(report, png), "text/plain": repr(report)}
+    if png is not None:
+        bundle["image/png"] = base64.b64encode(png).decode()
+    return bundle
+
+
+def _page(report, png: bytes | None) -> str:
     esc = html.escape
     color = _COLORS.get(report.status, "#444")
     reasons = (
@@ -32,7 +46,7 @@ def render_report(report) -> str:
         f"{esc(report.status.upper())}</span> "
         f"<span style='font-size:1.1em'>{esc(report.model)} v{esc(report.version)}</span>"
         f"<ul style='margin:4px 0'>{reasons}</ul></div>"
-        f"{_summary(report)}{_features_table(report)}{_charts(report)}"
+        f"{_summary(report)}{_features_table(report)}{_charts(png)}"
         "</div>"
     )
 
@@ -80,6 +94,8 @@ def _features_table(report) -> str:
     for f in features:
         name = "(prediction)" if f is report.prediction_drift else f.name
         mark = "DRIFTED" if f.drifted else ("significant" if f.significant else "-")
+        if f.drifted is None:
+            mark = "not judged"
         style = " style='background:#fbe3e1'" if f.drifted else ""
         cells = (
             name,
@@ -97,8 +113,7 @@ def _features_table(report) -> str:
     )
 
 
-def _charts(report) -> str:
-    png = chart_png(report)
+def _charts(png: bytes | None) -> str:
     if png is None:
         return ""
     data = base64.b64encode(png).decode()
@@ -115,9 +130,7 @@ def chart_png(report) -> bytes | None:
         features.append(report.prediction_drift)
     if not features:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
+    # a Figure of its own draws without pyplot: the user's backend (inline) stays as it is
     from matplotlib.figure import Figure
 
     cols = 3

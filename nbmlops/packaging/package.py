@@ -19,11 +19,16 @@ import numpy as np
 import pandas as pd
 
 from nbmlops.artifact.card import Card
-from nbmlops.artifact.files import ArtifactContents, manifest_digest, write_artifact
+from nbmlops.artifact.files import (
+    ArtifactContents,
+    manifest_digest,
+    save_estimator,
+    write_artifact,
+)
 from nbmlops.artifact.lineage import NotebookContext, build_lineage, package_versions
 from nbmlops.artifact.nbmlops_loader_v1 import predict_frame
 from nbmlops.artifact.profile import build_profile
-from nbmlops.artifact.schema import Schema, infer_schema
+from nbmlops.artifact.schema import Schema, column_kinds, infer_schema
 from nbmlops.config import Settings
 from nbmlops.errors import UsageError
 from nbmlops.packaging.capture import capture
@@ -63,6 +68,8 @@ def package(
     alias: str | None = None,
     tags: dict[str, str] | None = None,
     description: str | None = None,
+    categorical: Sequence[str] = (),
+    free_text: Sequence[str] = (),
     context: NotebookContext | None = None,
     settings: Settings | None = None,
 ) -> PackagedVersion:
@@ -77,12 +84,17 @@ def package(
     eval : ``(X, y)`` held-out data; its metrics are recorded on the version's run.
     metric : the primary metric (default ``f1_macro`` for classifiers, ``rmse`` for regressors).
     alias : an alias to point at the new version (e.g. ``staging``).
+    categorical, free_text : text columns of ``data`` to take as categories (values outside
+        the training set are refused) or as free text (any string), whatever their number of
+        distinct values; by default a text column is categorical when it has at most 100
+        distinct values, each seen twice on average.
     """
     timings = _Timer()
     validate_name(name)
     if alias is not None:
         validate_alias(alias)
     data = _check_frame(data, "--data")
+    kinds = column_kinds(data, categorical, free_text)
     _check_model(model)
     steps = list(preprocess)
     if target is not None and len(target) != len(data):
@@ -92,7 +104,7 @@ def package(
     modules = estimator_modules(model) + (captured.modules if captured else ())
     with fresh_process(modules) as fresh, tempfile.TemporaryDirectory() as workdir:
         contents, metrics = _describe(
-            name, model, data, target, steps, captured, eval, metric, context, description
+            name, model, data, kinds, target, steps, captured, eval, metric, context, description
         )
         timings.lap("profile")
         artifact_dir = write_artifact(contents, Path(workdir) / "model")
@@ -133,6 +145,7 @@ def package(
         primary_metric=contents.primary_metric,
         artifact_digest=digest,
         parity=parity.describe(),
+        estimator_fallback=contents.estimator.fallback,
         version=registered.version,
         aliases=registered.aliases,
         description=description,
@@ -151,7 +164,9 @@ class _Timer:
         self._last = now
 
 
-def _describe(name, model, data, target, steps, captured, eval_data, metric, context, description):
+def _describe(
+    name, model, data, kinds, target, steps, captured, eval_data, metric, context, description
+):
     """Everything the artifact says about the model: schema, profile, lineage, card."""
     task = "classification" if hasattr(model, "classes_") else "regression"
     metric_name = primary_metric(task, metric)
@@ -160,7 +175,7 @@ def _describe(name, model, data, target, steps, captured, eval_data, metric, con
     classes = list(model.classes_) if task == "classification" else None
     metrics = _evaluate(model, steps, eval_data, data, task, classes)
     schema = with_model_limits(
-        infer_schema(data, task, outputs["prediction"], classes), model, steps, data
+        infer_schema(data, task, outputs["prediction"], classes, kinds), model, steps, data
     )
     lineage = build_lineage(
         data=data,
@@ -171,20 +186,22 @@ def _describe(name, model, data, target, steps, captured, eval_data, metric, con
         packages=package_versions(captured.modules if captured else ()),
         eval_data=None if eval_data is None else eval_data[0],
     )
+    estimator = save_estimator(model)
     card = Card(
         name=name,
         schema=schema,
         lineage=lineage,
         primary_metric=metric_name,
+        estimator_fallback=estimator.fallback,
         description=description,
     )
     contents = ArtifactContents(
         name=name,
-        estimator=model,
+        estimator=estimator,
         preprocess=tuple(captured.functions) if captured else (),
         preprocess_source=captured.source if captured else None,
         schema=schema,
-        profile=build_profile(profiled, _labels_as_categories(outputs, task)),
+        profile=build_profile(profiled, _labels_as_categories(outputs, task), kinds=kinds),
         lineage=lineage,
         requirements=tuple(f"{k}=={v}" for k, v in lineage.packages.items()),
         card_markdown=card.to_markdown(),

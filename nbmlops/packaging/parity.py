@@ -25,6 +25,8 @@ from nbmlops.errors import ParityError
 
 TOLERANCE = 1e-6
 MAX_REPORTED = 5
+#: Seconds the fresh process has to load the artifact and predict the sample.
+PARITY_TIMEOUT = 600.0
 
 # The child imports the libraries an artifact needs (never the artifact nor the notebook)
 # while the parent is busy, then waits for the artifact's path on stdin; EOF means "not needed".
@@ -153,7 +155,15 @@ class FreshProcess:
         sample.to_pickle(sample_path)
         records_path.write_bytes(jsoncodec.dumps(to_records(sample)))
         request = f"{artifact}\n{sample_path}\n{records_path}\n{result_path}\n"
-        _, stderr = self._proc.communicate(request, timeout=600)
+        try:
+            _, stderr = self._proc.communicate(request, timeout=PARITY_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise ParityError(
+                f"parity check failed: the artifact did not predict {len(sample)} rows in a "
+                f"fresh process within {PARITY_TIMEOUT:g} s, so nothing was registered. Loading "
+                "or predicting blocks outside the notebook (preprocessing that waits on a file, "
+                "the network or a lock?); make the preprocessing self-contained."
+            ) from None
         if self._proc.returncode != 0:
             raise ParityError(_explain_failure(stderr))
         actual = pd.read_pickle(result_path)

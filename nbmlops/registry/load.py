@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from nbmlops.artifact.card import Card
-from nbmlops.artifact.files import ArtifactFiles, manifest_digest
+from nbmlops.artifact.files import DIGEST_TAG, ArtifactFiles
 from nbmlops.artifact.lineage import Lineage
 from nbmlops.artifact.nbmlops_loader_v1 import ArtifactPredictor
 from nbmlops.artifact.profile import Profile
@@ -38,7 +38,8 @@ class LoadedModel:
 
     @cached_property
     def predictor(self) -> ArtifactPredictor:
-        return ArtifactPredictor(self.path)  # checks the manifest again: files may change
+        # Read now, checked against the manifest read at load time: the files may have changed.
+        return self.files.predictor()
 
     @property
     def schema(self) -> Schema:
@@ -56,10 +57,10 @@ class LoadedModel:
     def path(self) -> Path:
         return self.files.root
 
-    @cached_property
+    @property
     def digest(self) -> str:
         """SHA-256 of the manifest: one hash for the whole artifact."""
-        return manifest_digest(self.path)
+        return self.files.digest
 
     @property
     def metadata(self) -> dict:
@@ -96,6 +97,7 @@ class LoadedModel:
             lineage=self.lineage,
             primary_metric=self.files.config["primary_metric"],
             artifact_digest=self.digest,
+            estimator_fallback=self.files.config.get("estimator_fallback"),
             version=self.version.version if self.version else None,
             aliases=self.version.aliases if self.version else (),
             description=self.version.description if self.version else None,
@@ -128,7 +130,12 @@ class LoadedModel:
 
 def load(ref: str | Path, settings: Settings | None = None) -> LoadedModel:
     """Load a model by address (``churn``, ``churn@production``, ``churn@v3``, ``models:/churn/3``,
-    ``models:/churn@production``) or from an artifact folder; the manifest is verified first."""
+    ``models:/churn@production``) or from an artifact folder.
+
+    Every file is checked against the manifest first; for a registered version, the manifest
+    must also be the one registered (its SHA-256 is the version's ``nbmlops.artifact_sha256``
+    tag), so a rewritten manifest is refused too. Versions registered without the tag are
+    checked against their manifest alone."""
     if _is_folder(ref):
         return _load_dir(Path(ref), None)
     registry = Registry(settings)
@@ -144,4 +151,9 @@ def _is_folder(ref: str | Path) -> bool:
 
 
 def _load_dir(root: Path, version: ModelVersion | None) -> LoadedModel:
-    return LoadedModel(files=ArtifactFiles.read(root), version=version)
+    if version is None:
+        return LoadedModel(files=ArtifactFiles.read(root))
+    files = ArtifactFiles.read(
+        root, version.tags.get(DIGEST_TAG), f"{version.name} v{version.version}"
+    )
+    return LoadedModel(files=files, version=version)

@@ -2,6 +2,11 @@
 
 Addresses: ``NAME`` (its ``production`` alias if set, else its latest live version),
 ``NAME@ALIAS``, ``NAME@v3``, ``models:/NAME/3`` and ``models:/NAME@ALIAS``.
+
+Every alias write (:meth:`Registry.set_alias`, :meth:`Registry.rollback`,
+:meth:`Registry.archive`) holds :func:`alias_lock` on the model. The registry never guesses: an
+answer "no such model, version or alias" is told apart from a store that failed to answer, which
+is a :class:`~nbmlops.errors.RegistryError` naming the store.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +33,10 @@ ARCHIVED_TAG = "archived"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _VERSION_ALIAS = re.compile(r"^v(\d+)$")
+#: MLflow's answers for a model, version or alias that does not exist (the sqlite store says
+#: INVALID_PARAMETER_VALUE for a missing alias, RESOURCE_DOES_NOT_EXIST for a missing model or
+#: version; a tracking server passes the same codes on). Any other error is the store failing.
+_ABSENT = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
 
 
 @dataclass(frozen=True)
@@ -192,9 +202,7 @@ class Registry:
         try:
             self.client.create_registered_model(name)
         except MlflowException as exc:
-            if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(
-                exc
-            ):
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
         mv = self.client.create_model_version(
             name,
@@ -209,43 +217,53 @@ class Registry:
         """Point ``alias`` at the version ``ref``; the version it leaves becomes ``previous``
         (``previous-ALIAS`` for aliases other than production) unless told otherwise."""
         validate_alias(alias)
-        target = self.resolve(ref)
-        if target.archived:
-            raise RegistryError(
-                f"{target.ref} is archived; promote another version or register a new one"
-            )
-        current = self.alias_version(target.name, alias)
-        if remember_previous and current is not None and current != target.version:
-            self.client.set_registered_model_alias(target.name, previous_alias(alias), current)
-        self.client.set_registered_model_alias(target.name, alias, target.version)
-        return self.get(target.name, target.version)
+        with alias_lock(self.settings, parse_ref(ref)[0]):
+            target = self.resolve(ref)
+            if target.archived:
+                raise RegistryError(
+                    f"{target.ref} is archived; promote another version or register a new one"
+                )
+            current = self.alias_version(target.name, alias)
+            with self._answering(f"move the alias {target.name}@{alias}"):
+                if remember_previous and current is not None and current != target.version:
+                    self.client.set_registered_model_alias(
+                        target.name, previous_alias(alias), current
+                    )
+                self.client.set_registered_model_alias(target.name, alias, target.version)
+            return self.get(target.name, target.version)
 
     def rollback(self, name: str, alias: str = PRODUCTION) -> tuple[ModelVersion, ModelVersion]:
         """Swap ``alias`` and its previous version; returns ``(now_current, now_previous)``."""
         validate_name(name)
         validate_alias(alias)
         prev_alias = previous_alias(alias)
-        current = self.alias_version(name, alias)
-        previous = self.alias_version(name, prev_alias)
-        if current is None:
-            raise RegistryError(f"{name} has no '{alias}' alias, so there is nothing to roll back")
-        if previous is None:
-            raise RegistryError(
-                f"{name}@{alias} is v{current} and no earlier version was recorded as "
-                f"'{prev_alias}'; promote the version you want with "
-                f"`nbmlops models promote {name}@vN --to {alias}`"
-            )
-        self.client.set_registered_model_alias(name, alias, previous)
-        self.client.set_registered_model_alias(name, prev_alias, current)
-        return self.get(name, previous), self.get(name, current)
+        with alias_lock(self.settings, name):
+            current = self.alias_version(name, alias)
+            previous = self.alias_version(name, prev_alias)
+            if current is None:
+                raise RegistryError(
+                    f"{name} has no '{alias}' alias, so there is nothing to roll back"
+                )
+            if previous is None:
+                raise RegistryError(
+                    f"{name}@{alias} is v{current} and no earlier version was recorded as "
+                    f"'{prev_alias}'; promote the version you want with "
+                    f"`nbmlops models promote {name}@vN --to {alias}`"
+                )
+            with self._answering(f"roll back {name}@{alias}"):
+                self.client.set_registered_model_alias(name, alias, previous)
+                self.client.set_registered_model_alias(name, prev_alias, current)
+            return self.get(name, previous), self.get(name, current)
 
     def archive(self, ref: str) -> ModelVersion:
         """Remove every alias of the version ``ref`` and tag it archived."""
-        target = self.resolve(ref)
-        for alias in target.aliases:
-            self.client.delete_registered_model_alias(target.name, alias)
-        self.client.set_model_version_tag(target.name, target.version, ARCHIVED_TAG, "true")
-        return self.get(target.name, target.version)
+        with alias_lock(self.settings, parse_ref(ref)[0]):
+            target = self.resolve(ref)
+            with self._answering(f"archive {target.ref}"):
+                for alias in target.aliases:
+                    self.client.delete_registered_model_alias(target.name, alias)
+                self.client.set_model_version_tag(target.name, target.version, ARCHIVED_TAG, "true")
+            return self.get(target.name, target.version)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -255,7 +273,9 @@ class Registry:
 
         try:
             mv = self.client.get_model_version(name, str(version))
-        except MlflowException:
+        except MlflowException as exc:
+            if exc.error_code not in _ABSENT:
+                raise self._failed(f"read {name} v{version}", exc) from None
             raise ModelNotFoundError(
                 f"{name} has no version {version}; {self._known_versions(name)}"
             ) from None
@@ -263,8 +283,9 @@ class Registry:
         if mv.run_id:
             try:
                 metrics = dict(self.client.get_run(mv.run_id).data.metrics)
-            except MlflowException:
-                metrics = {}
+            except MlflowException as exc:  # a deleted run leaves the version without metrics
+                if exc.error_code not in _ABSENT:
+                    raise self._failed(f"read the run of {name} v{version}", exc) from None
         return ModelVersion(
             name=mv.name,
             version=str(mv.version),
@@ -306,13 +327,18 @@ class Registry:
 
     def versions(self, name: str) -> list[ModelVersion]:
         """Every version of ``name``, oldest first."""
-        found = self.client.search_model_versions(f"name = '{name}'")
+        with self._answering(f"list the versions of {name}"):
+            found = self.client.search_model_versions(f"name = '{name}'")
         return sorted((self.get(name, mv.version) for mv in found), key=lambda v: int(v.version))
 
     def list_models(self) -> list[ModelSummary]:
         summaries = []
-        for rm in self.client.search_registered_models():
-            versions = self.client.search_model_versions(f"name = '{rm.name}'")
+        with self._answering("list the registered models"):
+            models = [
+                (rm, self.client.search_model_versions(f"name = '{rm.name}'"))
+                for rm in self.client.search_registered_models()
+            ]
+        for rm, versions in models:
             numbers = sorted(int(v.version) for v in versions)
             summaries.append(
                 ModelSummary(
@@ -349,30 +375,61 @@ class Registry:
         return dest / "model"
 
     def alias_version(self, name: str, alias: str) -> str | None:
+        """The version ``alias`` points at; None when the model or the alias does not exist.
+
+        Any other failure is a :class:`RegistryError`: taking it for "no alias" would send
+        ``NAME`` to the latest version, which may be one the gate rejected.
+        """
         from mlflow.exceptions import MlflowException
 
         try:
             return str(self.client.get_model_version_by_alias(name, alias).version)
-        except MlflowException:
-            return None
+        except MlflowException as exc:
+            if exc.error_code in _ABSENT:
+                return None
+            raise self._failed(f"read the alias {name}@{alias}", exc) from None
 
     def _known_versions(self, name: str) -> str:
         from mlflow.exceptions import MlflowException
 
         try:
             rm = self.client.get_registered_model(name)
-        except MlflowException:
-            names = sorted(m.name for m in self.client.search_registered_models())
+        except MlflowException as exc:
+            if exc.error_code not in _ABSENT:
+                raise self._failed(f"read the model {name}", exc) from None
+            with self._answering("list the registered models"):
+                names = sorted(m.name for m in self.client.search_registered_models())
             known = f"registered models: {', '.join(names)}" if names else "none is registered"
             return (
                 f"no model named {name!r} in the registry at {self.settings.tracking_uri} "
                 f"({known}); package one with %%mlops_package {name} ..."
             )
-        versions = self.client.search_model_versions(f"name = '{name}'")
+        with self._answering(f"list the versions of {name}"):
+            versions = self.client.search_model_versions(f"name = '{name}'")
         numbers = ", ".join(str(v) for v in sorted(int(v.version) for v in versions))
         aliases = ", ".join(f"{a}=v{v}" for a, v in sorted((rm.aliases or {}).items()))
         known = f"it has versions {numbers or 'none'}"
         return known + (f" and aliases {aliases}" if aliases else "")
+
+    @contextlib.contextmanager
+    def _answering(self, what: str):
+        """A failure of the MLflow client inside becomes a :class:`RegistryError`."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            yield
+        except MlflowException as exc:
+            raise self._failed(what, exc) from None
+
+    def _failed(self, what: str, exc: Exception) -> RegistryError:
+        """The store failed to answer: one line naming it, the reason and what to do."""
+        reason = " ".join(str(exc).split())
+        reason = reason if len(reason) <= 200 else reason[:200] + "..."
+        return RegistryError(
+            f"the registry at {self.settings.tracking_uri} failed to {what} ({reason}); check "
+            "that it is reachable (MLFLOW_TRACKING_URI, the tracking server or the database "
+            "file) and retry"
+        )
 
 
 def _iso(millis: int | None) -> str:
@@ -381,26 +438,55 @@ def _iso(millis: int | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(millis / 1000))
 
 
+class _FileLock:
+    """An exclusive ``flock`` on one file, re-entrant in the thread that holds it (a second
+    ``open`` + ``flock`` in the same process would wait for the first): one per path."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.thread_lock = threading.RLock()
+        self.depth = 0
+        self.handle = None
+
+    @contextlib.contextmanager
+    def held(self):
+        with self.thread_lock:
+            if self.depth == 0:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.handle = open(self.path, "a")
+                fcntl.flock(self.handle, fcntl.LOCK_EX)
+            self.depth += 1
+            try:
+                yield
+            finally:
+                self.depth -= 1
+                if self.depth == 0:
+                    fcntl.flock(self.handle, fcntl.LOCK_UN)
+                    self.handle.close()
+                    self.handle = None
+
+
+_FILE_LOCKS: dict[Path, _FileLock] = {}
+_FILE_LOCKS_GUARD = threading.Lock()
+
+
 @contextlib.contextmanager
 def alias_lock(settings: Settings, model: str):
-    """Hold the store's lock on ``model``'s aliases: two promotions (or a job's gate and a
-    promotion) on one machine never lose or cross an alias update."""
-    folder = settings.home / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{model}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """Hold the store's lock on ``model``'s aliases: two alias writes (promotions, rollbacks, a
+    job's gate and candidate, ``package(alias=)``, archiving) on one machine never lose or cross
+    an update. Re-entrant within a thread; every alias-writing method of :class:`Registry`
+    takes it."""
+    path = (settings.home / "locks" / f"{validate_name(model)}.lock").resolve()
+    with _FILE_LOCKS_GUARD:
+        lock = _FILE_LOCKS.setdefault(path, _FileLock(path))
+    with lock.held():
+        yield
 
 
 def promote(ref: str, to: str = PRODUCTION, settings: Settings | None = None) -> ModelVersion:
     """Point the alias ``to`` at the version ``ref``; the version it leaves becomes ``previous``
     (``previous-ALIAS`` for other aliases), so :func:`rollback` undoes it in one step."""
-    registry = Registry(settings)
-    with alias_lock(registry.settings, parse_ref(ref)[0]):
-        return registry.set_alias(ref, to)
+    return Registry(settings).set_alias(ref, to)
 
 
 def rollback(
@@ -408,6 +494,4 @@ def rollback(
 ) -> tuple[ModelVersion, ModelVersion]:
     """Swap ``alias`` and its previous version; ``(now_current, now_previous)``. A second
     rollback undoes the first."""
-    registry = Registry(settings)
-    with alias_lock(registry.settings, name):
-        return registry.rollback(name, alias)
+    return Registry(settings).rollback(name, alias)

@@ -30,8 +30,14 @@ from nbmlops.serving.service import Service
 def create_app(config: ServerConfig) -> FastAPI:
     """The FastAPI app for one model; the model loads in the lifespan."""
     state: dict[str, Service] = {}
-    # Read (and verify) once: the OpenAPI schema below and the service both need it.
-    files = ArtifactFiles.read(Path(config.artifact))
+    # Read and check once: the OpenAPI schema below and the service both need it, and the
+    # service loads the estimator from the bytes checked here.
+    files = ArtifactFiles.read(
+        Path(config.artifact),
+        config.artifact_sha256,
+        f"{config.name} v{config.version}",
+        keep_model=True,
+    )
     schema = files.schema
 
     @asynccontextmanager

@@ -1,5 +1,8 @@
 """The handle of a running server: its URL, ``predict(df)`` over HTTP, ``stop()``; and the
 few process calls a handle needs (is it alive, stop it).
+
+A server is known by its pid *and* the time its process started: a pid the system has given to
+another process since is never signalled.
 """
 
 from __future__ import annotations
@@ -13,12 +16,22 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from nbmlops.errors import ServingError, UsageError, ValidationError
+
+#: How far apart two readings of one process's start time may be (psutil derives it from the
+#: boot time, which moves when the clock is stepped).
+START_TOLERANCE = 1.0
 
 
 @dataclass(frozen=True)
 class ServerHandle:
-    """A running server: its URL, and ``.predict(df)`` / ``.stop()``."""
+    """A running server: its URL, and ``.predict(df)`` / ``.stop()``.
+
+    The token authenticates the handle's own requests; no repr, HTML or :meth:`to_dict` shows
+    it (the curl example reads ``$NBMLOPS_TOKEN``).
+    """
 
     model: str
     version: str
@@ -29,6 +42,7 @@ class ServerHandle:
     token: str | None = None
     started: float = 0.0
     example: dict | None = None
+    pid_created: float | None = None  # when the process ``pid`` started (psutil create_time)
 
     @property
     def url(self) -> str:
@@ -43,11 +57,11 @@ class ServerHandle:
 
     @property
     def alive(self) -> bool:
-        return pid_alive(self.pid)
+        return pid_alive(self.pid, self.pid_created)
 
     def curl_example(self) -> str:
         body = json.dumps({"records": [self.example or {}]})
-        auth = f" -H 'Authorization: Bearer {self.token}'" if self.token else ""
+        auth = ' -H "Authorization: Bearer $NBMLOPS_TOKEN"' if self.token else ""
         return f"curl -s {self.url}/predict -H 'Content-Type: application/json'{auth} -d '{body}'"
 
     def predict(self, frame):
@@ -98,11 +112,17 @@ class ServerHandle:
 
     def stop(self) -> None:
         """Stop the server gracefully (it finishes and logs what it is scoring)."""
-        terminate(self.pid)
+        terminate(self.pid, self.pid_created)
         record_path(Path(self.log_file).parent, self.port).unlink(missing_ok=True)
 
     def to_dict(self) -> dict:
-        return {**self.__dict__, "url": self.url, "alive": self.alive}
+        """The handle as plain data, without the token (``token_required`` says if one is)."""
+        data = {k: v for k, v in self.__dict__.items() if k != "token"}
+        return {**data, "token_required": bool(self.token), "url": self.url, "alive": self.alive}
+
+    def to_record(self) -> dict:
+        """Everything, the token included: what the server's owner-only record file holds."""
+        return dict(self.__dict__)
 
     def _repr_html_(self) -> str:
         import html
@@ -152,22 +172,26 @@ class ServerList:
         return "\n".join(lines)
 
 
-def terminate(pid: int, grace: float = 15.0) -> None:
-    """SIGTERM (the server finishes and logs what it is scoring), SIGKILL after ``grace``."""
-    if not send_signal(pid, signal.SIGTERM):
+def terminate(pid: int, created: float | None, grace: float = 15.0) -> None:
+    """SIGTERM (the server finishes and logs what it is scoring), SIGKILL after ``grace``; only
+    while ``pid`` is the process that started at ``created``."""
+    if not send_signal(pid, created, signal.SIGTERM):
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if not pid_alive(pid):
+        if not pid_alive(pid, created):
             return
         time.sleep(0.05)
-    send_signal(pid, signal.SIGKILL)
-    while pid_alive(pid):
+    send_signal(pid, created, signal.SIGKILL)
+    while pid_alive(pid, created):
         time.sleep(0.05)
 
 
-def send_signal(pid: int, signum: int) -> bool:
-    """Signal a server's process group when it leads one (its uvicorn workers too)."""
+def send_signal(pid: int, created: float | None, signum: int) -> bool:
+    """Signal a server's process group when it leads one (its uvicorn workers too), if ``pid``
+    is still the process that started at ``created``; False when it is gone."""
+    if not pid_alive(pid, created):
+        return False
     try:
         if os.getpgid(pid) == pid:
             os.killpg(pid, signum)
@@ -178,26 +202,30 @@ def send_signal(pid: int, signum: int) -> bool:
     return True
 
 
-def pid_alive(pid: int) -> bool:
+def process_created(pid: int) -> float | None:
+    """When the process ``pid`` started (psutil's ``create_time``); None when there is none."""
     try:
-        finished, _ = os.waitpid(pid, os.WNOHANG)
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def pid_alive(pid: int, created: float | None) -> bool:
+    """``pid`` runs and is the process that started at ``created``. A pid reused by another
+    process is not, and neither is a record without a start time (nothing proves it ours)."""
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)  # reap our own child once it has exited
         if finished == pid:
             return False
     except ChildProcessError:
         pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if created is None:
         return False
-    except PermissionError:
-        return True
-    return not _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
     try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
-    except (OSError, IndexError):
+        process = psutil.Process(pid)
+        same = abs(process.create_time() - created) <= START_TOLERANCE
+        return same and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
         return False
 
 

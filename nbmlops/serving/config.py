@@ -15,10 +15,11 @@ class ServerConfig:
     name: str
     version: str
     log_path: str
+    artifact_sha256: str | None = None  # the registry's digest of the manifest, when tagged
     aliases: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     port: int = 8000
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     unknown_categories: str = "reject"
     max_body_bytes: int = 5 * 1024 * 1024
     max_records: int = 10_000

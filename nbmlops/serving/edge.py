@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import itertools
 import time
 import uuid
@@ -48,6 +49,7 @@ class EdgeMiddleware:
         self.scoring = scoring
         self._ids = itertools.count(1)
         self._id_prefix = uuid.uuid4().hex[:8] + "-"
+        self._authorization = f"Bearer {config.token}".encode() if config.token else None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -87,9 +89,10 @@ class EdgeMiddleware:
 
     def _refuse(self, scope) -> HTTPProblem | None:
         headers = dict(scope.get("headers") or [])
-        if self.config.token and scope["path"] not in OPEN_PATHS:
-            expected = f"Bearer {self.config.token}".encode()
-            if headers.get(b"authorization") != expected:
+        if self._authorization is not None and scope["path"] not in OPEN_PATHS:
+            # In constant time: how long a refusal takes says nothing about the token.
+            sent = headers.get(b"authorization", b"")
+            if not hmac.compare_digest(sent, self._authorization):
                 return HTTPProblem(
                     401, "missing or wrong token: send 'Authorization: Bearer <token>'"
                 )

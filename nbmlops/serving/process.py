@@ -3,6 +3,8 @@
 The parent (a kernel, a script, the CLI) resolves the model in the registry and hands the server
 a :class:`~nbmlops.serving.config.ServerConfig`; the server process never touches the registry.
 Servers started from a process stop when it exits, and a server whose parent dies stops itself.
+Each running server has a record, ``servers/PORT.server.json`` under the store, readable by its
+owner only (it holds the token, so that a handle read back can call the server).
 """
 
 from __future__ import annotations
@@ -15,19 +17,29 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
+from nbmlops.artifact.files import DIGEST_TAG
 from nbmlops.config import Settings
 from nbmlops.errors import ServingError, UsageError
 from nbmlops.registry.registry import Registry
-from nbmlops.serving.client import ServerHandle, record_path, send_signal, terminate
+from nbmlops.serving.client import (
+    ServerHandle,
+    process_created,
+    record_path,
+    send_signal,
+    terminate,
+)
 from nbmlops.serving.config import ServerConfig
 
 READY_TIMEOUT = 120.0
+#: The token a server requires when none is passed: unlike ``--token``, not visible in ``ps``.
+TOKEN_ENV = "NBMLOPS_TOKEN"
 
 
 _started: list[ServerHandle] = []
@@ -45,11 +57,17 @@ def build_config(
     max_records: int | None = None,
     max_body_bytes: int | None = None,
 ) -> ServerConfig:
-    """Resolve ``model`` in the registry and check the security defaults."""
+    """Resolve ``model`` in the registry and check the security defaults.
+
+    Without ``token``, the server requires the one in ``NBMLOPS_TOKEN``, if set: an explicit
+    token wins over the environment.
+    """
+    token = token or os.environ.get(TOKEN_ENV) or None
     if not _is_loopback(host) and not token and not insecure:
         raise UsageError(
-            f"--host {host} exposes the model beyond this machine; pass --token SECRET "
-            "(clients then send 'Authorization: Bearer SECRET') or --insecure to allow it"
+            f"--host {host} exposes the model beyond this machine; set {TOKEN_ENV}=SECRET "
+            "in the environment or pass --token SECRET (clients then send 'Authorization: "
+            "Bearer SECRET'), or pass --insecure to allow it"
         )
     if unknown_categories not in ("reject", "allow"):
         raise UsageError(
@@ -59,6 +77,7 @@ def build_config(
     version = registry.resolve(model)
     config = ServerConfig(
         artifact=str(registry.local_path(version)),
+        artifact_sha256=version.tags.get(DIGEST_TAG),
         name=version.name,
         version=version.version,
         aliases=version.aliases,
@@ -87,7 +106,10 @@ def serve(
     settings: Settings | None = None,
     timeout: float = READY_TIMEOUT,
 ) -> ServerHandle:
-    """Start a prediction server for ``model`` in its own process and wait until it is ready."""
+    """Start a prediction server for ``model`` in its own process and wait until it is ready.
+
+    Without ``token``, the server requires the one in ``NBMLOPS_TOKEN`` when that is set.
+    """
     settings = settings or Settings.from_env()
     options = dict(
         host=host,
@@ -100,7 +122,7 @@ def serve(
     )
     handle, proc = _start(model, settings, workers, os.getpid(), options, background=True)
     _wait_ready(handle, proc, timeout)
-    record_path(_servers_dir(settings), handle.port).write_text(json.dumps(handle.__dict__))
+    _write_record(record_path(_servers_dir(settings), handle.port), handle)
     _started.append(handle)
     return handle
 
@@ -111,12 +133,12 @@ def serve_foreground(model: str, settings: Settings, workers: int = 1, **options
     record = record_path(_servers_dir(settings), handle.port)
 
     def forward(signum, frame):
-        send_signal(proc.pid, signal.SIGTERM)
+        send_signal(handle.pid, handle.pid_created, signal.SIGTERM)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         _wait_ready(handle, proc, READY_TIMEOUT)
-        record.write_text(json.dumps(handle.__dict__))
+        _write_record(record, handle)
         print(f"{handle!r}\nCtrl-C stops it.", flush=True)
         return proc.wait()
     finally:
@@ -124,7 +146,7 @@ def serve_foreground(model: str, settings: Settings, workers: int = 1, **options
             signal.signal(signum, handler)
         record.unlink(missing_ok=True)
         if proc.poll() is None:
-            terminate(proc.pid)
+            terminate(handle.pid, handle.pid_created)
 
 
 def _start(model, settings, workers, parent_pid, options, background):
@@ -165,18 +187,24 @@ def _start(model, settings, workers, parent_pid, options, background):
         token=config.token,
         started=time.time(),
         example=_example_record(config),
+        pid_created=process_created(proc.pid),
     )
     return handle, proc
 
 
 def list_servers(settings: Settings | None = None) -> list[ServerHandle]:
-    """Servers started from this store that are still running (stale records are removed)."""
+    """Servers started from this store that are still running; a record whose process is gone
+    (or whose pid now belongs to another process) is removed."""
     settings = settings or Settings.from_env()
     directory = settings.home / "servers"
     handles = []
     for path in sorted(directory.glob("*.server.json")) if directory.is_dir() else []:
         try:
-            handle = ServerHandle(**json.loads(path.read_text()))
+            text = path.read_text()
+        except OSError:
+            continue  # another user's server, or a record removed meanwhile
+        try:
+            handle = ServerHandle(**json.loads(text))
         except (ValueError, TypeError):
             path.unlink(missing_ok=True)
             continue
@@ -231,7 +259,7 @@ def _wait_ready(handle: ServerHandle, proc: subprocess.Popen, timeout: float) ->
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.05)
-    terminate(proc.pid)
+    terminate(handle.pid, handle.pid_created)
     raise ServingError(
         f"the server for {handle.model} was not ready after {timeout:.0f} s; see {handle.log_file}"
     )
@@ -244,6 +272,20 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _write_record(path: Path, handle: ServerHandle) -> None:
+    """Write a server's record readable by its owner only: mkstemp creates the file with mode
+    0600 (``os.open`` with that mode, so it is never wider, not even for an instant), and the
+    finished file is renamed into place."""
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as out:
+            json.dump(handle.to_record(), out)
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
 
 
 def _servers_dir(settings: Settings) -> Path:

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from nbmlops.artifact.files import ArtifactFiles
-from nbmlops.artifact.nbmlops_loader_v1 import ArtifactPredictor
 from nbmlops.artifact.validation import Validator
 from nbmlops.errors import ValidationError
 from nbmlops.monitoring.predlog import ERROR, OK, REJECTED, LogRecord, PredictionLog
@@ -29,7 +28,7 @@ class Service:
     def __init__(self, config: ServerConfig, files: ArtifactFiles) -> None:
         self.config = config
         self.files = files
-        self.predictor = ArtifactPredictor(files.root, verify=False)
+        self.predictor = files.predictor()
         self.schema = self.files.schema
         self.validator = Validator(self.schema, config.unknown_categories)
         self.log = PredictionLog(Path(config.log_path), checkpoint_every=1.0)

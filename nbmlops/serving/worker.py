@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 
-from nbmlops.serving.client import pid_alive
+from nbmlops.serving.client import pid_alive, process_created
 from nbmlops.serving.config import ServerConfig
 
 
@@ -87,11 +87,12 @@ def app_from_env():
 
 def _exit_with_parent(parent_pid: int) -> None:
     """Stop this server gracefully when the process that started it is gone."""
+    created = process_created(parent_pid)
 
     def watch() -> None:
         while True:
             time.sleep(1.0)
-            if os.getppid() != parent_pid and not pid_alive(parent_pid):
+            if os.getppid() != parent_pid and not pid_alive(parent_pid, created):
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
 

@@ -8,10 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import nbmlops
 from nbmlops.artifact.lineage import data_hash
 from nbmlops.artifact.profile import SAMPLE_SIZE, Profile, build_profile
-from nbmlops.artifact.schema import Schema, infer_schema
-from nbmlops.errors import ArtifactError
+from nbmlops.artifact.schema import Schema, column_kinds, infer_schema
+from nbmlops.errors import ArtifactError, UsageError, ValidationError
+from nbmlops.registry.registry import Registry
 
 
 @pytest.fixture
@@ -142,3 +144,144 @@ def test_a_categorical_keeps_its_own_order_and_flag():
     (size,) = schema.columns
     assert size.categories == ("b", "c", "a") and size.ordered
     assert Schema.from_dict(json.loads(json.dumps(schema.to_dict()))) == schema
+
+
+# -- which text columns are categories ---------------------------------------------------------
+
+
+def customers(n: int, seed: int) -> pd.DataFrame:
+    """A small table: a unique id, a name (some repeat), a city (three), an amount."""
+    rng = np.random.default_rng(seed)
+    names = [f"name {i}" for i in rng.integers(0, 3 * n // 4, n)]
+    return pd.DataFrame(
+        {
+            "customer_id": [f"c{seed}-{i:04d}" for i in range(n)],
+            "name": names,
+            "city": rng.choice(["oslo", "lima", "kyiv"], n),
+            "plan": pd.Categorical([f"p{i}" for i in range(n)]),
+            "amount": rng.normal(0, 1, n),
+        }
+    )
+
+
+def test_ids_and_names_in_a_small_training_set_are_free_text():
+    frame = customers(40, seed=0)
+    schema = infer_schema(frame, "regression", frame["amount"], None)
+    kinds = {c.name: c.kind for c in schema.columns}
+    assert kinds == {
+        "customer_id": "text",  # 40 distinct of 40
+        "name": "text",  # each name seen less than twice on average
+        "city": "categorical",
+        "plan": "categorical",  # a pandas Categorical, whatever its values
+        "amount": "numeric",
+    }
+    assert schema.column("customer_id").categories is None
+    assert schema.column("city").categories == ("kyiv", "lima", "oslo")
+    profile = build_profile(frame, outputs_for(frame.assign(amount=frame["amount"] * 100)))
+    assert profile.column("customer_id").kind == "text"
+
+
+def test_the_user_chooses_categories_and_free_text():
+    frame = customers(40, seed=0)
+    kinds = column_kinds(frame, categorical=["name"], free_text=["city"])
+    assert (kinds["name"], kinds["city"], kinds["customer_id"]) == ("categorical", "text", "text")
+    schema = infer_schema(frame, "regression", frame["amount"], None, kinds)
+    assert schema.column("city").categories is None
+    assert len(schema.column("name").categories) == frame["name"].nunique()
+    assert build_profile(frame, outputs_for(frame), kinds=kinds).column("city").kind == "text"
+
+
+@pytest.mark.parametrize(
+    "categorical, free_text, words",
+    [
+        (["nope"], [], "'nope', which --data does not have; its columns are customer_id, name"),
+        ([], ["city", "Name"], "'Name', which --data does not have"),
+        (["city"], ["city"], "both name city"),
+        (["amount"], [], "--categorical amount: the column is numeric (float64)"),
+        ([], ["plan"], "--free-text plan: the column is a pandas Categorical"),
+    ],
+)
+def test_a_wrong_choice_is_a_usage_error_naming_it(categorical, free_text, words):
+    with pytest.raises(UsageError) as info:
+        column_kinds(customers(40, seed=0), categorical, free_text)
+    assert words in str(info.value)
+
+
+def _fit(frame: pd.DataFrame):
+    from sklearn.compose import make_column_transformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    return make_pipeline(
+        make_column_transformer(
+            (OneHotEncoder(handle_unknown="ignore"), ["city"]), ("passthrough", ["amount"])
+        ),
+        LogisticRegression(),
+    ).fit(frame, frame["amount"] > 0)
+
+
+def test_a_packaged_id_column_takes_new_ids_and_the_card_says_how_to_choose(settings):
+    train, new = customers(40, seed=0), customers(5, seed=1).drop(columns="plan")
+    train = train.drop(columns="plan")
+    clf = _fit(train)
+    nbmlops.package("ids", clf, train, settings=settings)
+    model = nbmlops.load("ids@v1", settings)
+    assert len(model.predict(new)) == 5, "new customer ids and names are accepted"
+    with pytest.raises(ValidationError, match="'paris' is a category never seen in training"):
+        model.predict(new.assign(city="paris"))
+    text, page = model.card.to_text(), model.card.to_html()
+    for shown in (text, page, (model.path / "card.md").read_text()):
+        assert "Taken as categories (a value training never saw is refused): city." in shown
+        assert "Taken as free text (any string is accepted): customer_id, name." in shown
+        assert "--categorical COL ... or --free-text COL ..." in shown
+
+    nbmlops.package("ids", clf, train, categorical=["customer_id"], settings=settings)
+    chosen = nbmlops.load("ids@v2", settings)
+    assert chosen.schema.column("customer_id").kind == "categorical"
+    with pytest.raises(ValidationError, match="customer_id"):
+        chosen.predict(new)
+    assert "Taken as categories (a value training never saw is refused): customer_id, city." in (
+        chosen.card.to_text()
+    )
+    with pytest.raises(UsageError, match="'customer'"):
+        nbmlops.package("ids", clf, train, free_text=["customer"], settings=settings)
+    assert [v.version for v in Registry(settings).versions("ids")] == ["1", "2"]
+
+
+KERNEL_SETUP = """
+%load_ext nbmlops
+import numpy as np
+import pandas as pd
+from sklearn.compose import make_column_transformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+X = pd.DataFrame({
+    "customer_id": [f"c{i}" for i in range(40)],
+    "name": [f"name {i % 30}" for i in range(40)],
+    "city": ["oslo", "lima", "kyiv", "oslo"] * 10,
+    "amount": np.linspace(-1, 1, 40),
+})
+"""
+KERNEL_FIT = """
+clf = make_pipeline(
+    make_column_transformer(
+        (OneHotEncoder(handle_unknown="ignore"), ["city"]), ("passthrough", ["amount"])
+    ),
+    LogisticRegression(),
+).fit(X, X["amount"] > 0)
+"""
+
+
+def test_the_magic_passes_categorical_and_free_text(run_cells, settings):
+    magic = "%%mlops_package ids --model clf --data X "
+    run_cells(KERNEL_SETUP, magic + "--free-text city --categorical name" + KERNEL_FIT)
+    kinds = {c.name: c.kind for c in nbmlops.load("ids", settings).schema.columns}
+    assert (kinds["city"], kinds["name"], kinds["customer_id"]) == ("text", "categorical", "text")
+
+    _, error = run_cells(KERNEL_SETUP, magic + "--free-text town" + KERNEL_FIT, expect_error=True)
+    assert error.ename == "UsageError"
+    assert "'town', which --data does not have; its columns are customer_id" in error.evalue
+    assert [v.version for v in Registry(settings).versions("ids")] == ["1"]

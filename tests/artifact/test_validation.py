@@ -11,7 +11,7 @@ import pytest
 from nbmlops.artifact.frames import to_records
 from nbmlops.artifact.schema import infer_schema
 from nbmlops.artifact.validation import Validator
-from nbmlops.errors import ValidationError
+from nbmlops.errors import UsageError, ValidationError
 
 
 @pytest.fixture
@@ -52,6 +52,12 @@ def test_records_build_back_with_the_training_dtypes_and_values(training, rows):
         assert got.dtype == want.dtype, name
         assert got.tolist() == want.tolist(), name
     assert list(built["plan"].cat.categories) == ["basic", "plus", "pro"]
+
+
+def test_an_unknown_policy_is_a_usage_error_naming_it(training):
+    with pytest.raises(UsageError, match="not 'maybe'") as info:
+        validator(training, "maybe")
+    assert "\n" not in str(info.value)
 
 
 def test_unseen_categories_are_named_or_kept_when_allowed(training):

@@ -8,7 +8,13 @@ import pytest
 from scipy import stats
 
 from nbmlops.artifact.profile import N_QUANTILES, build_profile, reference_quantiles
-from nbmlops.monitoring.drift import detect_drift, ks_distance, ks_pvalue, wasserstein_distance
+from nbmlops.monitoring.drift import (
+    benjamini_hochberg,
+    detect_drift,
+    ks_distance,
+    ks_pvalue,
+    wasserstein_distance,
+)
 
 RNG = np.random.default_rng(7)
 SHAPES = {
@@ -61,3 +67,24 @@ def test_drift_does_not_depend_on_which_rows_the_profile_sampled():
     )
     assert [r.to_dict() for r in one] == [r.to_dict() for r in other]
     assert one[0].drifted and not one[1].drifted
+
+
+@pytest.mark.parametrize(
+    "pvalues",
+    [
+        [0.01, 0.04, 0.03, None, 0.5],
+        [0.02, 0.02, 0.02, 0.5, 0.02],  # ties
+        [0.001, np.nan, 0.04, None, 0.04, 1.0, np.nan],  # ties and untested columns
+        [np.nan, None],
+    ],
+)
+def test_benjamini_hochberg_is_scipys_over_the_tested_columns(pvalues):
+    adjusted = benjamini_hochberg(pvalues)
+    untested = [p is None or np.isnan(p) for p in pvalues]
+    # an untested column has no p-value and does not count among the tests (a NaN used to be
+    # given a finite corrected p-value and to raise everyone else's)
+    assert [a is None for a in adjusted] == untested
+    tested = [p for p, skip in zip(pvalues, untested, strict=True) if not skip]
+    want = stats.false_discovery_control(tested, method="bh") if tested else []
+    got = [a for a in adjusted if a is not None]
+    np.testing.assert_allclose(got, want, rtol=1e-12)

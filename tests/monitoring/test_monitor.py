@@ -19,7 +19,6 @@ from nbmlops.datasets import make_churn
 from nbmlops.monitoring.drift import benjamini_hochberg, detect_drift
 from nbmlops.monitoring.monitor import monitor, parse_duration
 from nbmlops.monitoring.predlog import ERROR, OK, REJECTED, LogRecord, PredictionLog
-from tests.conftest import outputs_text
 from tests.served_model import logistic_pipeline
 
 NUMERIC = ["tenure_months", "monthly_charges", "support_calls"]
@@ -202,40 +201,30 @@ def test_too_few_predictions_is_a_warning(settings, packaged):
     assert any(w.kind == "volume" for w in report.warnings)
 
 
-def test_monitor_magic_leaves_a_static_report_in_the_notebook(run_cells, settings, packaged):
-    log_traffic(settings, packaged, make_churn(500, seed=2).drop(columns="churned"))
-    nb = run_cells("%load_ext nbmlops", "report = %mlops_monitor churn\nreport", "report.alerts")
-    bundle = next(o["data"] for o in nb.cells[1].outputs if "data" in o)
-    assert "application/vnd.jupyter.widget-view+json" in bundle
-    assert "Drift per feature" in bundle["text/html"]
-    assert "data:image/png;base64," in bundle["text/html"]
-    assert "<script" not in bundle["text/html"]
-    assert "churn v1" in outputs_text(nb)
+def test_below_min_predictions_drift_is_not_judged(settings, packaged, capsys):
+    few = drifted(make_churn(60, seed=13).drop(columns="churned"), np.random.default_rng(13))
+    log_traffic(settings, packaged, few)
+    report = monitor("churn", settings=settings)
+    assert report.status == "warning", report
+    assert report.alerts == ()
+    assert [w.kind for w in report.warnings] == ["volume"]
+    assert "needs at least 100 to be judged" in report.warnings[0].message
+    assert main(["monitor", "churn", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    charges = next(f for f in data["features"] if f["name"] == "monthly_charges")
+    assert charges["drifted"] is None and charges["significant"] is None
+    assert charges["pvalue"] < 0.05 and charges["psi"] > 0.2, "the statistics are still shown"
+    assert data["prediction_drift"]["drifted"] is None
+    assert "drifted features: not judged" in repr(report)
+    assert "not judged" in report.to_html() and "DRIFTED" not in report.to_html()
+    assert report.to_frame()["drifted"].isna().all()
 
-
-def test_refreshing_dashboard_updates_in_place(settings, packaged):
-    from nbmlops.widgets import Dashboard
-
-    log_traffic(settings, packaged, make_churn(300, seed=1).drop(columns="churned"))
-    dashboard = Dashboard(lambda: monitor("churn", settings=settings), refresh=0.2)
-    try:
-        assert dashboard.report.status == "ok" and dashboard.report.n_predictions == 300
-        first_widget = dashboard.widget
-        current = drifted(
-            make_churn(3000, seed=2).drop(columns="churned"), np.random.default_rng(2)
-        )
-        log_traffic(settings, packaged, current)
-        deadline = time.monotonic() + 30
-        while dashboard.report.n_predictions != 3300 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert dashboard.report.n_predictions == 3300
-        assert dashboard.widget is first_widget
-        assert "ALERT" in dashboard.widget.children[1].value
-        assert dashboard.alerts and dashboard.to_dict()["status"] == "alert"
-        bundle = dashboard._repr_mimebundle_()
-        assert "ALERT" in bundle["text/html"] and "alert" in bundle["text/plain"].lower()
-    finally:
-        dashboard.stop()
+    # the same drift with enough traffic to judge it alerts
+    more = drifted(make_churn(200, seed=14).drop(columns="churned"), np.random.default_rng(14))
+    log_traffic(settings, packaged, more)
+    judged = monitor("churn", settings=settings)
+    assert judged.status == "alert"
+    assert {a.feature for a in judged.alerts if a.kind == "drift"} >= {"monthly_charges"}
 
 
 def test_odd_log_content_is_skipped_and_counted_never_fatal(settings, packaged, capsys):

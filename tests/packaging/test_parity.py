@@ -35,3 +35,26 @@ def test_a_feature_the_served_frame_cannot_rebuild_registers_nothing(settings):
         nbmlops.package("skewed", clf, x, target=y, preprocess=[reads_the_index], settings=settings)
     with pytest.raises(nbmlops.ModelNotFoundError):
         nbmlops.load("skewed", settings=settings)
+
+
+def hangs_outside_the_notebook(frame):
+    """Quick in the notebook; blocks in the fresh process (as on a file only the notebook has)."""
+    import os
+    import time
+
+    if "nbmlops-parity-" in os.getcwd():
+        time.sleep(120)
+    return frame
+
+
+def test_a_parity_check_that_times_out_is_a_parity_error(settings, monkeypatch):
+    monkeypatch.setattr("nbmlops.packaging.parity.PARITY_TIMEOUT", 3.0)
+    df = make_churn(200, seed=0)
+    x, y = df[["monthly_charges", "support_calls"]], df["churned"]
+    clf = LogisticRegression().fit(x, y)
+    with pytest.raises(nbmlops.ParityError) as info:
+        nbmlops.package("slow", clf, x, preprocess=[hangs_outside_the_notebook], settings=settings)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "within 3 s" in message and "nothing was registered" in message
+    assert Registry(settings).list_models() == []

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +19,7 @@ import pandas as pd
 import pytest
 
 import nbmlops
+from nbmlops.cli import main
 from nbmlops.config import Settings
 from nbmlops.datasets import make_churn
 from nbmlops.errors import (
@@ -21,7 +28,7 @@ from nbmlops.errors import (
     RegistryError,
     UsageError,
 )
-from nbmlops.registry.registry import Registry, parse_ref
+from nbmlops.registry.registry import Registry, alias_lock, parse_ref
 from tests.capture_examples import add_charge_per_call
 from tests.churn_store import (
     NAME,
@@ -458,3 +465,144 @@ def test_mlflow_pyfunc_refuses_a_tampered_folder(tamper_model, change):
     with pytest.raises(Exception, match="modified after packaging") as info:
         mlflow.pyfunc.load_model(str(path))
     assert named in str(info.value)
+
+
+# -- a store that fails is not a store that says "no" ------------------------------------------
+
+
+def test_a_missing_alias_is_none_but_a_failing_store_is_an_error_naming_it(churn_registry):
+    registry = Registry()
+    registry.set_alias(f"{NAME}@v1", "production")
+    assert registry.alias_version(NAME, "staging") is None
+    assert registry.alias_version("no-such-model", "production") is None
+
+    # The aliases table becomes unreadable: the store fails, it does not answer "no alias".
+    db = sqlite3.connect(churn_registry.settings.home / "mlflow.db")
+    with db:
+        db.execute("ALTER TABLE registered_model_aliases RENAME TO aliases_elsewhere")
+    db.close()
+    for call in (
+        lambda: registry.alias_version(NAME, "production"),
+        lambda: registry.resolve(NAME),
+        lambda: nbmlops.load(NAME),
+        lambda: registry.set_alias(f"{NAME}@v3", "production"),
+    ):
+        with pytest.raises(RegistryError) as info:
+            call()
+        assert type(info.value) is RegistryError  # not ModelNotFoundError: nothing is missing
+        message = str(info.value)
+        assert churn_registry.settings.tracking_uri in message
+        assert "no such table" in message and "retry" in message
+        assert "\n" not in message
+
+
+def test_an_unreachable_tracking_server_is_one_line_naming_it(churn_registry, monkeypatch, capsys):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens on it once the socket is closed
+    url = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    with pytest.raises(RegistryError) as info:
+        Registry().resolve(NAME)
+    assert type(info.value) is RegistryError
+    assert url in str(info.value) and "MLFLOW_TRACKING_URI" in str(info.value)
+
+    assert main(["models", "promote", f"{NAME}@v2", "--to", "production"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and url in err and "retry" in err
+
+
+# -- one lock for every alias write ------------------------------------------------------------
+
+#: Swaps production and previous N times, either by rollback or by promoting the previous
+#: version (reading it under the lock, so set_alias takes the lock a second time).
+_SWAPPER = """
+import sys
+from nbmlops.registry.registry import Registry, alias_lock
+
+name, how, times = sys.argv[1], sys.argv[2], int(sys.argv[3])
+registry = Registry()
+for _ in range(times):
+    if how == "rollback":
+        registry.rollback(name)
+    else:
+        with alias_lock(registry.settings, name):
+            previous = registry.alias_version(name, "previous")
+            registry.set_alias(f"{name}@v{previous}", "production")
+"""
+
+
+def test_two_processes_swapping_aliases_never_lose_previous(churn_registry):
+    registry = Registry()
+    registry.set_alias(f"{NAME}@v1", "production")
+    registry.set_alias(f"{NAME}@v2", "production")
+    assert aliases_of(registry) == {"production": "2", "previous": "1"}
+    swaps = 15  # each process: an odd number, so together they swap an even number of times
+    jobs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SWAPPER, NAME, how, str(swaps)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for how in ("rollback", "promote")
+    ]
+    results = [job.communicate(timeout=300) for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0], [err[-2000:] for _, err in results]
+    # Every swap read the aliases the previous one wrote: 30 swaps bring back the start.
+    assert aliases_of(registry) == {"production": "2", "previous": "1"}
+
+
+def test_the_lock_is_reentrant_in_a_thread_and_exclusive_across_threads(settings):
+    order = []
+
+    def nested():  # the job holds the lock while it scores, then promotes under it again
+        with alias_lock(settings, NAME):
+            with alias_lock(settings, NAME):
+                other.start()
+                other.join(timeout=0.5)
+                order.append("nested")
+            order.append("outer")
+
+    def another_writer():
+        with alias_lock(settings, NAME):
+            order.append("other")
+
+    first = threading.Thread(target=nested, daemon=True)
+    other = threading.Thread(target=another_writer, daemon=True)
+    first.start()
+    first.join(timeout=30)
+    assert not first.is_alive(), "taking the lock a second time in one thread deadlocked"
+    other.join(timeout=30)
+    assert order == ["nested", "outer", "other"]
+
+
+def test_every_alias_write_in_nbmlops_is_under_the_alias_lock():
+    """MLflow's alias-writing calls appear only in the registry, inside ``with alias_lock``."""
+    writes = {"set_registered_model_alias", "delete_registered_model_alias"}
+    package = Path(nbmlops.__file__).parent
+    registry_module = package / "registry" / "registry.py"
+    for path in package.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.With):
+                if any(_calls(item.context_expr, "alias_lock") for item in node.items):
+                    for inner in ast.walk(node):
+                        inner.locked = True
+        calls = [
+            node
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in writes
+        ]
+        if path != registry_module:
+            assert not calls, f"{path} writes aliases itself: use Registry.set_alias"
+        unlocked = [node.lineno for node in calls if not getattr(node, "locked", False)]
+        assert not unlocked, f"alias writes outside `with alias_lock` at lines {unlocked}"
+    assert "set_registered_model_alias" in registry_module.read_text()
+
+
+def _calls(node: ast.AST, name: str) -> bool:
+    return isinstance(node, ast.Call) and getattr(node.func, "id", None) == name
