@@ -8,11 +8,11 @@ What a displayed :class:`Dashboard` leaves in the notebook:
   prefers a widget's view to any other mimetype of the same output, and offline, or wherever no
   widget manager loads (GitHub, nbviewer, VS Code without the kernel, an untrusted JupyterLab),
   that view stays empty.
-- With ``refresh`` (``%mlops_monitor --refresh SECONDS``) only, a second output: an ipywidgets
-  line that says when the report was last updated (or why a refresh failed), with a button that
-  stops refreshing. Each refresh replaces the report output in place (``update_display``), so a
-  live kernel shows the report once, and a notebook saved later keeps the latest report. Without
-  ``refresh`` nothing is live, so there is no widget.
+- Beside it, a second output: the live ipywidgets line, saying when the report was last updated
+  (or why a refresh failed), with a "Refresh now" button and, with ``refresh``
+  (``%mlops_monitor --refresh SECONDS``), a "Stop refreshing" one. Each refresh replaces the
+  report output in place (``update_display``), so a live kernel shows the report once, and a
+  notebook saved later keeps the latest report. Without a kernel the line shows as text.
 
 The model is loaded (and its artifact verified) once, by the caller; refreshes reuse it. A
 refreshing dashboard stops when another dashboard for the same model version is made in the
@@ -59,7 +59,7 @@ class Dashboard:
         self._shown = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.widget = None
+        self._build_widget()
         with _lock:
             replaced = _refreshing.pop(self._key, None)
             if refresh:
@@ -67,23 +67,47 @@ class Dashboard:
         if replaced is not None:
             replaced._halt("a newer dashboard for this model replaced this one")
         if refresh:
-            self._start_live(refresh)
+            name, version = self._key
+            self._thread = threading.Thread(
+                target=self._loop,
+                args=(refresh,),
+                name=f"nbmlops-monitor {name} v{version}",
+                daemon=True,
+            )
+            self._thread.start()
 
-    def _start_live(self, every: float) -> None:
+    def _build_widget(self) -> None:
+        """The live line: stamp, "Stop refreshing" (with ``refresh``), "Refresh now"."""
         import ipywidgets as widgets
 
         self._stamp = widgets.HTML(self._stamp_text())
-        self._button = widgets.Button(description="Stop refreshing", icon="stop")
-        self._button.on_click(lambda _button: self._halt("stopped"))
-        self.widget = widgets.HBox([self._stamp, self._button])
+        now = widgets.Button(description="Refresh now", icon="refresh")
+        now.on_click(lambda _button: self.refresh_now())
+        buttons = [now]
+        if self._refresh:
+            self._button = widgets.Button(description="Stop refreshing", icon="stop")
+            self._button.on_click(lambda _button: self._halt("stopped"))
+            buttons.insert(0, self._button)
+        self.widget = widgets.HBox([self._stamp, *buttons])
         # widget.close() sets its comm to None; a frontend closing the comm calls on_close
         self.widget.observe(self._on_comm_change, names="comm")
         self.widget.comm.on_close(lambda _msg: self._halt(None))
-        name, version = self._key
-        self._thread = threading.Thread(
-            target=self._loop, args=(every,), name=f"nbmlops-monitor {name} v{version}", daemon=True
-        )
-        self._thread.start()
+
+    def refresh_now(self) -> MonitorReport:
+        """Compute the report again and show it in place of the one displayed."""
+        try:
+            self._update(self._compute())
+        except Exception as exc:  # noqa: BLE001 - the last good report stays; say why
+            self._stamp.value = self._failure_text(exc)
+        return self.report
+
+    def _update(self, report: MonitorReport) -> None:
+        self.report = report
+        if self._shown:
+            from IPython.display import update_display
+
+            update_display(report._repr_mimebundle_(), raw=True, display_id=self._display_id)
+        self._stamp.value = self._stamp_text()
 
     def _loop(self, every: float) -> None:
         while not self._stop.wait(every):
@@ -91,22 +115,15 @@ class Dashboard:
                 report = self._compute()
                 if self._stop.is_set():
                     return
-                self.report = report
-                if self._shown:
-                    from IPython.display import update_display
-
-                    update_display(
-                        report._repr_mimebundle_(), raw=True, display_id=self._display_id
-                    )
-                stamp = self._stamp_text()
+                self._update(report)
             except Exception as exc:  # noqa: BLE001 - keep refreshing, say why this one failed
-                stamp = (
-                    f"<small><i>refresh failed at {_now()}: "
-                    f"{html.escape(f'{type(exc).__name__}: {exc}')}; trying again in "
-                    f"{every:g} s</i></small>"
-                )
-            if not self._stop.is_set():
-                self._stamp.value = stamp
+                if not self._stop.is_set():
+                    self._stamp.value = self._failure_text(exc, f"; trying again in {every:g} s")
+
+    @staticmethod
+    def _failure_text(exc: Exception, then: str = "") -> str:
+        reason = html.escape(f"{type(exc).__name__}: {exc}")
+        return f"<small><i>refresh failed at {_now()}: {reason}{then}</i></small>"
 
     def _on_comm_change(self, change) -> None:
         if change["new"] is None:
@@ -114,9 +131,10 @@ class Dashboard:
 
     def _stamp_text(self) -> str:
         name, version = self._key
+        every = f"; refreshing every {self._refresh:g} s" if self._refresh else ""
         return (
-            f"<small>live: {html.escape(name)} v{html.escape(version)}, updated {_now()}; "
-            f"refreshing every {self._refresh:g} s</small>"
+            f"<small>live: {html.escape(name)} v{html.escape(version)}, updated "
+            f"{_now()}{every}</small>"
         )
 
     def _halt(self, why: str | None) -> None:
@@ -125,7 +143,7 @@ class Dashboard:
         with _lock:
             if _refreshing.get(self._key) is self:
                 del _refreshing[self._key]
-        if why and self.widget is not None:
+        if why and self._refresh:
             self._stamp.value = f"<small>{html.escape(why)} at {_now()}</small>"
             self._button.disabled = True
 
@@ -149,16 +167,17 @@ class Dashboard:
         return self.report.to_html()
 
     def _ipython_display_(self) -> None:
-        """The report as its own output; with ``refresh`` the live line as a second one."""
+        """The report as its own output; the live line as a second one."""
         from IPython.display import display
 
         display(self.report._repr_mimebundle_(), raw=True, display_id=self._display_id)
         self._shown = True
-        if self.widget is not None and self.widget.comm is not None:
+        if self.widget.comm is not None:
             bundle = dict(self.widget._repr_mimebundle_())
             name, version = self._key
+            every = f" every {self._refresh:g} s" if self._refresh else ""
             bundle["text/plain"] = (
-                f"live refresh of {name} v{version} every {self._refresh:g} s "
+                f"live refresh of {name} v{version}{every} "
                 "(needs the running kernel; the report above is its latest update)"
             )
             display(bundle, raw=True)

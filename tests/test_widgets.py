@@ -56,9 +56,11 @@ def test_the_report_is_an_output_of_its_own_and_the_live_widget_another(
         "live = %mlops_monitor churn --refresh 60\nlive",
         "live.stop()\nplt.plot([1, 2])\nplt.show()",
     )
-    # without --refresh: the report alone, as one output every viewer can show
-    (snapshot,) = nb.cells[1].outputs
+    # without --refresh: the report, as one output every viewer can show, then the live line
+    snapshot, controls = nb.cells[1].outputs
     assert snapshot.output_type == "display_data"
+    assert set(controls.data) == {WIDGET_VIEW, "text/plain"}
+    assert "live refresh of churn v1 (needs the running kernel" in controls.data["text/plain"]
     assert set(snapshot.data) == REPORT_MIMETYPES
     page = snapshot.data["text/html"]
     assert "Drift per feature" in page and "<script" not in page
@@ -110,7 +112,7 @@ def test_a_new_dashboard_for_the_model_stops_the_previous_one(settings, packaged
     second = Dashboard(lambda: monitor("churn", settings=settings), refresh=0.1)
     try:
         assert wait_until(lambda: refresh_threads() == ["nbmlops-monitor churn v1"])
-        stamp, button = first.widget.children
+        stamp, button, _refresh_now = first.widget.children
         assert "a newer dashboard for this model replaced this one" in stamp.value
         assert button.disabled
         before = second.report.window_end
@@ -251,3 +253,16 @@ def test_a_refreshing_monitor_loads_its_model_once_and_updates_its_report_output
     assert "DRIFTED" in report_output.data["text/html"]
     assert set(report_output.data) == REPORT_MIMETYPES
     assert WIDGET_VIEW in live_output.data
+
+
+def test_refresh_now_updates_the_report_without_a_refresh_interval(settings, packaged):
+    log_traffic(settings, packaged, make_churn(300, seed=1).drop(columns="churned"))
+    dashboard = Dashboard(lambda: monitor("churn", settings=settings))
+    stamp, refresh_now = dashboard.widget.children
+    assert refresh_threads() == [] and "refreshing every" not in stamp.value
+    current = drifted(make_churn(3000, seed=2).drop(columns="churned"), np.random.default_rng(2))
+    log_traffic(settings, packaged, current)
+    assert dashboard.report.n_predictions == 300, "nothing changes until asked"
+    refresh_now.click()
+    assert dashboard.report.n_predictions == 3300 and dashboard.report.status == "alert"
+    assert "live: churn v1, updated" in stamp.value

@@ -35,6 +35,7 @@ from scipy.spatial.distance import jensenshannon
 from threadpoolctl import threadpool_limits
 
 from nbmlops.artifact.profile import ColumnProfile
+from nbmlops.artifact.schema import MAX_DISTINCT_SHARE
 
 _EPS = 1e-4
 NEW_CATEGORY = "(new)"
@@ -182,11 +183,24 @@ def _measure(ref: ColumnProfile, series: pd.Series, thresholds: Thresholds) -> _
     if ref.kind in ("numeric", "datetime"):
         current = _datetimes(values) if ref.kind == "datetime" else _numbers(values)
         raw = _numeric(ref, current, n_total, null_rate, thresholds)
+    elif _mostly_unique(ref):
+        raw = _Raw(ref, "none", None, None, None, None, 0.0, 0, null_rate)
+        raw.note = "values mostly unique in training (ids, names, free text): not compared"
+        return raw
     else:
         raw = _categorical(ref, _scalars(values), n_total, null_rate, thresholds)
     # what is neither missing nor measured could not be read as the column's kind
     raw.skipped = len(values) - raw.n
     return raw
+
+
+def _mostly_unique(ref: ColumnProfile) -> bool:
+    """A free-text column whose training values were mostly distinct: new traffic brings new
+    values by nature, so comparing value frequencies would call every window drifted."""
+    seen = ref.count * (1 - ref.null_rate)
+    return (
+        ref.kind == "text" and seen > 0 and ref.stats.get("n_unique", 0) > MAX_DISTINCT_SHARE * seen
+    )
 
 
 def _numbers(values: pd.Series) -> np.ndarray:

@@ -24,9 +24,9 @@ import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
-from nbmlops.artifact.files import DIGEST_TAG
+from nbmlops.artifact.files import DIGEST_TAG, manifest_digest
 from nbmlops.config import Settings
-from nbmlops.errors import ServingError, UsageError
+from nbmlops.errors import ArtifactModifiedError, ServingError, UsageError
 from nbmlops.registry.registry import Registry
 from nbmlops.serving.client import (
     ServerHandle,
@@ -75,9 +75,19 @@ def build_config(
         )
     registry = Registry(settings)
     version = registry.resolve(model)
+    artifact = registry.local_path(version)
+    registered = version.tags.get(DIGEST_TAG)
+    manifest = artifact / "manifest.json"
+    if registered is not None and manifest.is_file() and manifest_digest(artifact) != registered:
+        # refused here, in one line, before a process starts; the server checks every file
+        raise ArtifactModifiedError(
+            str(artifact),
+            "manifest.json",
+            f"is not the one registered for {version.name} v{version.version} (tag {DIGEST_TAG})",
+        )
     config = ServerConfig(
-        artifact=str(registry.local_path(version)),
-        artifact_sha256=version.tags.get(DIGEST_TAG),
+        artifact=str(artifact),
+        artifact_sha256=registered,
         name=version.name,
         version=version.version,
         aliases=version.aliases,

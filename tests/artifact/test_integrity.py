@@ -24,7 +24,7 @@ from nbmlops.artifact import nbmlops_loader_v1 as loader
 from nbmlops.artifact.files import ArtifactFiles
 from nbmlops.config import Settings
 from nbmlops.datasets import make_churn
-from nbmlops.errors import ArtifactError, ArtifactModifiedError, NbmlopsError, ServingError
+from nbmlops.errors import ArtifactError, ArtifactModifiedError, NbmlopsError
 from nbmlops.registry.registry import Registry
 from nbmlops.serving.process import serve
 from tests.capture_examples import add_charge_per_call
@@ -108,7 +108,7 @@ def test_a_rewritten_manifest_is_refused_for_the_registered_version(guarded):
         assert "nbmlops.artifact_sha256" in message
         assert "package the model again or restore the original file" in message
 
-    with pytest.raises(ServingError, match="not the one registered for guarded v1"):
+    with pytest.raises(ArtifactModifiedError, match="not the one registered for guarded v1"):
         serve("guarded", settings=guarded.settings, timeout=60)
 
     # The folder alone is only consistent: without the registry, the forgery would pass.

@@ -88,3 +88,22 @@ def test_benjamini_hochberg_is_scipys_over_the_tested_columns(pvalues):
     want = stats.false_discovery_control(tested, method="bh") if tested else []
     got = [a for a in adjusted if a is not None]
     np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_ids_are_not_called_drifted_because_traffic_brings_new_ones():
+    rng = np.random.default_rng(3)
+    cities = ["oslo", "lima", "kyiv", "pune"]
+    train = pd.DataFrame(
+        {"customer_id": [f"c{i}" for i in range(5_000)], "city": rng.choice(cities, 5_000)}
+    )
+    outputs = pd.DataFrame({"prediction": rng.integers(0, 2, 5_000)})
+    profile = build_profile(train, outputs, kinds={"customer_id": "text", "city": "text"})
+    current = pd.DataFrame(
+        {
+            "customer_id": [f"new{i}" for i in range(2_000)],
+            "city": rng.choice(cities, 2_000, p=[0.7, 0.1, 0.1, 0.1]),
+        }
+    )
+    ids, city = detect_drift(profile.columns, current)
+    assert not ids.drifted and ids.pvalue is None and "mostly unique" in ids.note
+    assert city.drifted, "a text column with repeated values is still compared"
