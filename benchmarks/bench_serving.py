@@ -30,6 +30,10 @@ the repository):
    reference, ``nbmlops.load(...).predict(frame)``, which checks its input against the schema
    first, as the server does.
 
+6. The cost of rollout: the same estimator is packaged again as v2, and ``nbmlops serve
+   churn@v1`` runs with ``--shadow churn@v2`` (fraction 1) and with ``--canary churn@v2 --weight
+   0.1``, 1-row requests at concurrency 16; their throughput is given against the plain server's.
+
 The results (a Markdown table with the issue's targets, met or not) go to stdout and to the
 section between the bench_serving markers in benchmarks/README.md.
 """
@@ -64,6 +68,8 @@ START = "<!-- bench_serving:start -->"
 END = "<!-- bench_serving:end -->"
 HOST = "127.0.0.1"
 MODEL = "churn"
+#: the rollout servers' names in the results: churn v1 with churn v2 as a shadow or canary
+SHADOW, CANARY = "nbmlops+shadow", "nbmlops+canary"
 # The issue's targets.
 TARGET_THROUGHPUT = 10.0  # nbmlops req/s at least 10x MLflow's, 1-row requests, concurrency 16
 TARGET_P50_MS = 2.0  # nbmlops p50 at concurrency 1 within 2 ms of the raw in-process predict
@@ -395,6 +401,8 @@ def nbmlops_counters(server: Server) -> dict[str, float]:
         if name.endswith(("_sum", "_count")) and "le=" not in (labels or ""):
             key = name + (f"{{{labels}}}" if labels else "")
             wanted[key] = float(value)
+            if labels:  # a labelled series (route, version) also adds to the bare name's total
+                wanted[name] = wanted.get(name, 0.0) + float(value)
     return wanted
 
 
@@ -521,6 +529,8 @@ def render(
         ("nbmlops", "/predict"): "nbmlops `POST /predict` (`records`)",
         ("nbmlops", "/invocations"): "nbmlops `POST /invocations` (`dataframe_split`), cross-check",
         ("MLflow", "/invocations"): "MLflow `POST /invocations` (`dataframe_split`)",
+        (SHADOW, "/predict"): "nbmlops `POST /predict`, `--shadow churn@v2` (fraction 1)",
+        (CANARY, "/predict"): "nbmlops `POST /predict`, `--canary churn@v2 --weight 0.1`",
     }
     lines = [
         "| server | rows/request | concurrency | req/s | p50 ms | p99 ms | errors | "
@@ -580,6 +590,18 @@ def render(
 
     nb1 = by_key[("nbmlops", "/predict", 1, 16)].result["rps"]
     ml1 = mlflow_rps(1, 16)
+    rollout = [
+        f"{what}: {by_key[(name, '/predict', 1, 16)].result['rps'] / nb1:.2f}x"
+        for name, what in ((SHADOW, "a shadow at fraction 1"), (CANARY, "a 10% canary"))
+        if (name, "/predict", 1, 16) in by_key
+    ]
+    if rollout:
+        lines += [
+            "",
+            "The cost of rollout (1-row requests at concurrency 16, throughput against the plain "
+            "nbmlops server of the same run; the second version is the same estimator packaged "
+            "again): " + "; ".join(rollout) + ".",
+        ]
     throughput_ok = nb1 >= TARGET_THROUGHPUT * ml1
     p50_gaps = {
         rows: by_key[("nbmlops", "/predict", rows, 1)].result["p50_ms"] - floors[rows]["median_ms"]
@@ -733,8 +755,17 @@ def main(argv: list[str] | None = None) -> int:
             eval=(data.X_test, data.y_test),
             settings=settings,
         )
+        # the same estimator again as v2: the rollout rows' shadow and canary
+        nbmlops.package(
+            MODEL,
+            clf,
+            data.X_train,
+            target=data.y_train,
+            preprocess=[pipeline.featurize],
+            settings=settings,
+        )
         stop_spare_parity_process()
-        model = nbmlops.load(MODEL, settings=settings)
+        model = nbmlops.load(f"{MODEL}@v1", settings=settings)
         print(f"packaged {version.ref} at {model.path} (parity {version.parity.describe()})")
 
         complete = data.X_test[data.X_test.notna().all(axis=1)]
@@ -752,7 +783,20 @@ def main(argv: list[str] | None = None) -> int:
         checked: dict[int, dict] = {}
 
         commands = {
+            # churn: the latest, v2, the same estimator as v1
             "nbmlops": (lambda port: [str(bin_dir / "nbmlops"), "serve", MODEL, "--port", port]),
+            SHADOW: (
+                lambda port: [
+                    *(str(bin_dir / "nbmlops"), "serve", f"{MODEL}@v1", "--port", port),
+                    *("--shadow", f"{MODEL}@v2"),
+                ]
+            ),
+            CANARY: (
+                lambda port: [
+                    *(str(bin_dir / "nbmlops"), "serve", f"{MODEL}@v1", "--port", port),
+                    *("--canary", f"{MODEL}@v2", "--weight", "0.1"),
+                ]
+            ),
             "MLflow": (
                 lambda port: [
                     str(bin_dir / "mlflow"),
@@ -769,7 +813,7 @@ def main(argv: list[str] | None = None) -> int:
                 ]
             ),
         }
-        ready_paths = {"nbmlops": "/ready", "MLflow": "/ping"}
+        ready_paths = {"nbmlops": "/ready", "MLflow": "/ping", SHADOW: "/ready", CANARY: "/ready"}
         plans = {
             "nbmlops": [
                 *[("/predict", "records", rows, c) for rows in ROW_COUNTS for c in CONCURRENCIES],
@@ -778,25 +822,32 @@ def main(argv: list[str] | None = None) -> int:
             "MLflow": [
                 ("/invocations", "split", rows, c) for rows in ROW_COUNTS for c in CONCURRENCIES
             ],
+            SHADOW: [("/predict", "records", 1, 16)],
+            CANARY: [("/predict", "records", 1, 16)],
         }
         ready: dict[str, list[float]] = {}
         answers: dict[str, list[dict]] = {}
         cells: list[Cell] = []
-        for name in ("nbmlops", "MLflow"):
+        for name in ("nbmlops", SHADOW, CANARY, "MLflow"):
             ready[name] = []
             server = None
-            for attempt in range(args.starts):
+            starts = 1 if name in (SHADOW, CANARY) else args.starts
+            for attempt in range(starts):
                 port = free_port(HOST)
                 server = start_server(
                     name, commands[name](str(port)), env, tmp, port, ready_paths[name]
                 )
                 ready[name].append(server.ready_seconds)
                 print(f"{name} start {attempt + 1}: ready in {server.ready_seconds:.2f} s")
-                if attempt < args.starts - 1:
+                if attempt < starts - 1:
                     stop_server(server)
             assert server is not None
             try:
-                if name == "nbmlops":
+                if name in (SHADOW, CANARY):
+                    verify(
+                        server, "/predict", nbmlops_body(check_rows), answers_from_nbmlops, expected
+                    )
+                elif name == "nbmlops":
                     answers[name] = verify(
                         server, "/predict", nbmlops_body(check_rows), answers_from_nbmlops, expected
                     )

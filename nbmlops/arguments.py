@@ -86,7 +86,40 @@ def serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-records", type=int, help="records per request (default 10000)")
     parser.add_argument("--max-body-bytes", type=int, help="request body size (default 5 MiB)")
-    parser.add_argument("--list", action="store_true", help="list running servers")
+    rollout = parser.add_argument_group("rollout (one of --canary or --shadow)")
+    rollout.add_argument(
+        "--canary",
+        metavar="MODEL",
+        help="another version of the same model (e.g. churn@candidate) that answers --weight "
+        "of the requests; a request it fails is answered by the primary",
+    )
+    rollout.add_argument(
+        "--weight",
+        type=float,
+        metavar="F",
+        help="share of requests the canary answers, in [0, 1] (default 0.1)",
+    )
+    rollout.add_argument(
+        "--sticky",
+        metavar="HEADER",
+        help="A/B test: a hash of this request header's value picks the version, so one key "
+        "always sees one version (requests without it are assigned per request)",
+    )
+    rollout.add_argument(
+        "--shadow",
+        metavar="MODEL",
+        help="another version of the same model that also scores requests, off the response "
+        "path: only the primary answers; its failures and latency never reach the caller",
+    )
+    rollout.add_argument(
+        "--shadow-fraction",
+        type=float,
+        metavar="F",
+        help="share of requests the shadow scores, in [0, 1] (default 1)",
+    )
+    parser.add_argument(
+        "--list", action="store_true", help="list running servers with their routes and weights"
+    )
     parser.add_argument(
         "--stop", nargs="?", const="all", metavar="MODEL|PORT|all", help="stop servers"
     )
@@ -104,6 +137,11 @@ def serve_options(args: argparse.Namespace) -> dict:
         "unknown_categories": args.unknown_categories,
         "max_records": args.max_records,
         "max_body_bytes": args.max_body_bytes,
+        "canary": args.canary,
+        "weight": args.weight,
+        "sticky": args.sticky,
+        "shadow": args.shadow,
+        "shadow_fraction": args.shadow_fraction,
     }
 
 

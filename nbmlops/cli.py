@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
 
-    models = verbs.add_parser("models", help="list, show, promote, roll back, archive versions")
+    models = verbs.add_parser("models", help="list, show, promote, roll back, archive, history")
     actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="registered models with versions and aliases")
     listing.add_argument("--json", action="store_true", help="print JSON")
@@ -37,6 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--alias", default="production", help="default: production")
     archive = actions.add_parser("archive", help="remove a version's aliases and tag it archived")
     archive.add_argument("model", help="the version to archive, e.g. churn@v1")
+    moves = actions.add_parser(
+        "history", help="every recorded alias move: when, from and to version, who, why"
+    )
+    moves.description = (
+        "The alias moves recorded in the registry, oldest first: promote, rollback, job, "
+        "progressive, archive and package (%%mlops_package --alias)."
+    )
+    moves.add_argument("name", help="registered model name")
+    moves.add_argument("--alias", help="only this alias's moves, e.g. production")
+    moves.add_argument("--json", action="store_true", help="print a JSON list of events")
 
     serve_arguments(verbs.add_parser("serve", help="serve a model over HTTP (foreground)"))
 
@@ -156,6 +166,8 @@ def _models(args: argparse.Namespace) -> int:
         )
         return 0
     registry = Registry()
+    if args.action == "history":
+        return _history(args, registry)
     if args.action == "list":
         summaries = registry.list_models()
         if args.json:
@@ -193,6 +205,25 @@ def _models(args: argparse.Namespace) -> int:
         return 0
     version = registry.archive(args.model)
     print(f"{version.ref} archived; its aliases were removed")
+    return 0
+
+
+def _history(args: argparse.Namespace, registry) -> int:
+    from nbmlops.registry.history import history
+
+    events = history(args.name, args.alias, registry)
+    if args.json:
+        print(json.dumps([e.to_dict() for e in events], indent=1))
+    elif not events:
+        which = f"{args.name}@{args.alias}" if args.alias else args.name
+        print(f"no alias moves recorded for {which}")
+    else:
+        header = ("time", "alias", "from -> to", "user", "reason")
+        rows = [(e.time[:19] + "Z", e.alias, e.move, e.user, e.reason) for e in events]
+        if any(e.detail for e in events):
+            header += ("detail",)
+            rows = [(*row, e.detail) for row, e in zip(rows, events, strict=True)]
+        _print_table(header, rows)
     return 0
 
 

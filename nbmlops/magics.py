@@ -75,6 +75,7 @@ class NbmlopsMagics(Magics):
 
         %mlops_serve MODEL [--port N] [--host H] [--workers N] [--token T] [--insecure]
         [--unknown-categories reject|allow]
+        [--canary MODEL [--weight F] [--sticky HEADER] | --shadow MODEL [--shadow-fraction F]]
         %mlops_serve --list
         %mlops_serve --stop [MODEL|PORT|all]
         """

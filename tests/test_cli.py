@@ -328,6 +328,7 @@ HELP_PATHS = [
     ("models", "promote"),
     ("models", "rollback"),
     ("models", "archive"),
+    ("models", "history"),
     ("serve",),
     ("monitor",),
     ("retrain",),

@@ -124,7 +124,9 @@ def retrain(
         )
     candidate = registered[-1]
     rules = _rules(registry, candidate, gate, output)
-    registry.set_alias(candidate.ref, CANDIDATE, remember_previous=False)
+    registry.set_alias(
+        candidate.ref, CANDIDATE, remember_previous=False, reason="job", detail=f"job {job}"
+    )
     _attach_report(registry, candidate, output)
     if data_sha:
         registry.client.set_model_version_tag(
@@ -190,7 +192,7 @@ def _gate_and_promote(registry: Registry, candidate: ModelVersion, job, rules, p
             message = f"{candidate.ref} was rejected; production is unchanged"
             return result(EXIT_REJECTED, "rejected", message=message, **judged)
         if promote:
-            registry.set_alias(candidate.ref, promote)
+            registry.set_alias(candidate.ref, promote, reason="job", detail=f"job {job}")
             message = f"{candidate.ref} is now {model}@{promote}"
             return result(EXIT_OK, "promoted", message=message, **judged)
     message = f"{candidate.ref} passed the gate and is {model}@{CANDIDATE}"

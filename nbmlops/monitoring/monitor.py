@@ -30,6 +30,7 @@ from nbmlops.monitoring.report import (
     MonitorThresholds,
     Skipped,
 )
+from nbmlops.monitoring.routes import route_figures
 from nbmlops.packaging.evaluate import LOWER_IS_BETTER, evaluate
 from nbmlops.registry.load import LoadedModel, load
 
@@ -81,9 +82,23 @@ def monitor(
         logged = log.window(
             name, version, since=start.timestamp() if start else None, until=now.timestamp() + 1
         )
+        routes = route_figures(
+            log, name, since=start.timestamp() if start else None, until=now.timestamp() + 1
+        )
     finally:
         log.close()
-    return build_report(loaded, logged, thresholds, start, now)
+    report = build_report(loaded, logged, thresholds, start, now)
+    # a model loaded from a folder may not be in this registry: it has no alias history here
+    production = () if loaded.version is None else _production_versions(name, start, now, settings)
+    return replace(report, production_versions=production, routes=routes)
+
+
+def _production_versions(name: str, start, now, settings: Settings) -> tuple[dict, ...]:
+    """Who held ``production`` over the window, from the registry's alias history."""
+    from nbmlops.registry.history import held, history
+    from nbmlops.registry.registry import PRODUCTION, Registry
+
+    return tuple(held(history(name, PRODUCTION, Registry(settings)), PRODUCTION, start, now))
 
 
 def build_report(loaded, window: Window, thresholds: MonitorThresholds, start, now):

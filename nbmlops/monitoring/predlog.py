@@ -211,6 +211,18 @@ class PredictionLog:
         with self._lock:
             return pd.read_sql_query(query, self._db, params=args)
 
+    def routes(
+        self, model: str, since: float | None = None, until: float | None = None
+    ) -> list[tuple[str, str, int]]:
+        """``(route, version, rows)`` of ``model`` over a time range: one cheap query."""
+        where, args = _where(model, None, since, until)
+        query = (
+            "SELECT p.route, p.version, COUNT(*) FROM predictions p "
+            f"WHERE {where} GROUP BY p.route, p.version"
+        )
+        with self._lock:
+            return self._db.execute(query, args).fetchall()
+
     def window(
         self, model: str, version: str, since: float | None = None, until: float | None = None
     ) -> Window:

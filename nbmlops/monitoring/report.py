@@ -102,6 +102,12 @@ class MonitorReport:
     volume: tuple[tuple[str, int], ...] = ()
     thresholds: MonitorThresholds = field(default_factory=MonitorThresholds)
     skipped: tuple[Skipped, ...] = ()
+    #: the versions that held ``production`` over the window, from the alias history:
+    #: ``{"version", "from", "until"}`` (``until`` None: still production at the window's end)
+    production_versions: tuple[dict, ...] = ()
+    #: each route and version of the model seen over the window (primary, canary, shadow):
+    #: see :func:`nbmlops.monitoring.routes.route_figures`
+    routes: tuple[dict, ...] = ()
 
     def to_dict(self) -> dict:
         return {
@@ -123,6 +129,8 @@ class MonitorReport:
             "volume": [{"hour": h, "predictions": n} for h, n in self.volume],
             "thresholds": self.thresholds.to_dict(),
             "skipped": [s.to_dict() for s in self.skipped],
+            "production_versions": [dict(p) for p in self.production_versions],
+            "routes": [dict(r) for r in self.routes],
         }
 
     def to_frame(self) -> pd.DataFrame:
@@ -168,4 +176,38 @@ class MonitorReport:
             f"{self.latency_ms.get('p95')}/{self.latency_ms.get('p99')}",
             *(f"  {s}" for s in self.skipped),
         ]
+        if self.production_versions:
+            lines.append(f"  production over the window: {production_text(self)}")
+        if any(r["route"] != "primary" for r in self.routes):
+            lines += ["  routes:", *(f"    {route_text(r)}" for r in self.routes)]
         return "\n".join(lines)
+
+
+def route_text(route: dict) -> str:
+    """``shadow v4: 120 requests, errors 0.0%, p50/p99 3.1/9.8 ms, disagreement 4.2% (120)``"""
+    latency = route["latency_ms"]
+    errors = "-" if route["error_rate"] is None else f"{route['error_rate']:.1%}"
+    text = (
+        f"{route['route']} v{route['version']}: {route['requests']} requests, errors {errors}, "
+        f"p50/p99 {latency['p50']}/{latency['p99']} ms"
+    )
+    shares = route.get("predictions") or {}
+    if shares:
+        text += ", predictions " + " ".join(f"{k}={v}" for k, v in shares.items())
+    quality = route.get("quality")
+    if quality:
+        text += ", " + " ".join(f"{k} {v}" for k, v in quality.items())
+    disagreement = route.get("disagreement")
+    if disagreement is not None:
+        rate = "-" if disagreement["rate"] is None else f"{disagreement['rate']:.1%}"
+        text += f", disagreement with primary {rate} ({disagreement['compared']} compared)"
+    return text
+
+
+def production_text(report: MonitorReport) -> str:
+    """``v3 (2026-12-02T09:00:00+00:00 .. 2026-12-02T10:00:00+00:00), v4 (2026-12-02T10:00:00+00:00
+    .. now)``: each version that held production over the window, and when."""
+    return ", ".join(
+        f"v{p['version']} ({p['from']} .. {p['until'] or 'now'})"
+        for p in report.production_versions
+    )

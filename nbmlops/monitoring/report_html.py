@@ -74,6 +74,14 @@ def _summary(report) -> str:
         ("quality on feedback", quality),
         ("skipped from the log", "; ".join(str(s) for s in report.skipped) or "nothing"),
     ]
+    if report.production_versions:
+        from nbmlops.monitoring.report import production_text
+
+        rows.append(("production over the window", production_text(report)))
+    if any(r["route"] != "primary" for r in report.routes):
+        from nbmlops.monitoring.report import route_text
+
+        rows += [(f"route {r['route']}", route_text(r)) for r in report.routes]
     body = "".join(
         f"<tr><th style='text-align:left;padding-right:12px'>{html.escape(k)}</th>"
         f"<td>{html.escape(v)}</td></tr>"

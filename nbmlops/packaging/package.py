@@ -135,7 +135,7 @@ def package(
         )
     _save_job_eval(registry.settings, eval)
     if alias is not None:
-        registered = registry.set_alias(registered.ref, alias)
+        registered = registry.set_alias(registered.ref, alias, reason="package")
     timings.lap("register")
     prewarm()
     card = Card(

@@ -12,13 +12,11 @@ is a :class:`~nbmlops.errors.RegistryError` naming the store.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import re
 import shutil
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,8 @@ from urllib.parse import unquote, urlparse
 
 from nbmlops.config import Settings
 from nbmlops.errors import ModelNotFoundError, RegistryError, UsageError
+from nbmlops.registry import history
+from nbmlops.registry.lock import file_lock
 
 PRODUCTION = "production"
 PREVIOUS = "previous"
@@ -213,29 +213,44 @@ class Registry:
         )
         return self.get(name, mv.version)
 
-    def set_alias(self, ref: str, alias: str, remember_previous: bool = True) -> ModelVersion:
+    def set_alias(
+        self,
+        ref: str,
+        alias: str,
+        remember_previous: bool = True,
+        reason: str = "promote",
+        detail: str = "",
+    ) -> ModelVersion:
         """Point ``alias`` at the version ``ref``; the version it leaves becomes ``previous``
-        (``previous-ALIAS`` for aliases other than production) unless told otherwise."""
+        (``previous-ALIAS`` for aliases other than production) unless told otherwise. Each
+        alias moved is recorded in the alias history with ``reason`` (and ``detail``)."""
         validate_alias(alias)
+        history.validate_reason(reason)
         with alias_lock(self.settings, parse_ref(ref)[0]):
             target = self.resolve(ref)
             if target.archived:
                 raise RegistryError(
                     f"{target.ref} is archived; promote another version or register a new one"
                 )
-            current = self.alias_version(target.name, alias)
-            with self._answering(f"move the alias {target.name}@{alias}"):
+            name, current = target.name, self.alias_version(target.name, alias)
+            with self._answering(f"move the alias {name}@{alias}"):
                 if remember_previous and current is not None and current != target.version:
-                    self.client.set_registered_model_alias(
-                        target.name, previous_alias(alias), current
-                    )
-                self.client.set_registered_model_alias(target.name, alias, target.version)
-            return self.get(target.name, target.version)
+                    prev = previous_alias(alias)
+                    was = self.alias_version(name, prev)
+                    self.client.set_registered_model_alias(name, prev, current)
+                    history.record(self, name, prev, was, current, reason, detail)
+                self.client.set_registered_model_alias(name, alias, target.version)
+            history.record(self, name, alias, current, target.version, reason, detail)
+            return self.get(name, target.version)
 
-    def rollback(self, name: str, alias: str = PRODUCTION) -> tuple[ModelVersion, ModelVersion]:
-        """Swap ``alias`` and its previous version; returns ``(now_current, now_previous)``."""
+    def rollback(
+        self, name: str, alias: str = PRODUCTION, reason: str = "rollback", detail: str = ""
+    ) -> tuple[ModelVersion, ModelVersion]:
+        """Swap ``alias`` and its previous version, recording both moves with ``reason``;
+        returns ``(now_current, now_previous)``."""
         validate_name(name)
         validate_alias(alias)
+        history.validate_reason(reason)
         prev_alias = previous_alias(alias)
         with alias_lock(self.settings, name):
             current = self.alias_version(name, alias)
@@ -253,15 +268,20 @@ class Registry:
             with self._answering(f"roll back {name}@{alias}"):
                 self.client.set_registered_model_alias(name, alias, previous)
                 self.client.set_registered_model_alias(name, prev_alias, current)
+            history.record(self, name, alias, current, previous, reason, detail)
+            history.record(self, name, prev_alias, previous, current, reason, detail)
             return self.get(name, previous), self.get(name, current)
 
-    def archive(self, ref: str) -> ModelVersion:
-        """Remove every alias of the version ``ref`` and tag it archived."""
+    def archive(self, ref: str, reason: str = "archive", detail: str = "") -> ModelVersion:
+        """Remove every alias of the version ``ref`` (each removal recorded) and tag it
+        archived."""
+        history.validate_reason(reason)
         with alias_lock(self.settings, parse_ref(ref)[0]):
             target = self.resolve(ref)
             with self._answering(f"archive {target.ref}"):
                 for alias in target.aliases:
                     self.client.delete_registered_model_alias(target.name, alias)
+                    history.record(self, target.name, alias, target.version, None, reason, detail)
                 self.client.set_model_version_tag(target.name, target.version, ARCHIVED_TAG, "true")
             return self.get(target.name, target.version)
 
@@ -438,48 +458,13 @@ def _iso(millis: int | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(millis / 1000))
 
 
-class _FileLock:
-    """An exclusive ``flock`` on one file, re-entrant in the thread that holds it (a second
-    ``open`` + ``flock`` in the same process would wait for the first): one per path."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.thread_lock = threading.RLock()
-        self.depth = 0
-        self.handle = None
-
-    @contextlib.contextmanager
-    def held(self):
-        with self.thread_lock:
-            if self.depth == 0:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self.handle = open(self.path, "a")
-                fcntl.flock(self.handle, fcntl.LOCK_EX)
-            self.depth += 1
-            try:
-                yield
-            finally:
-                self.depth -= 1
-                if self.depth == 0:
-                    fcntl.flock(self.handle, fcntl.LOCK_UN)
-                    self.handle.close()
-                    self.handle = None
-
-
-_FILE_LOCKS: dict[Path, _FileLock] = {}
-_FILE_LOCKS_GUARD = threading.Lock()
-
-
 @contextlib.contextmanager
 def alias_lock(settings: Settings, model: str):
     """Hold the store's lock on ``model``'s aliases: two alias writes (promotions, rollbacks, a
     job's gate and candidate, ``package(alias=)``, archiving) on one machine never lose or cross
     an update. Re-entrant within a thread; every alias-writing method of :class:`Registry`
     takes it."""
-    path = (settings.home / "locks" / f"{validate_name(model)}.lock").resolve()
-    with _FILE_LOCKS_GUARD:
-        lock = _FILE_LOCKS.setdefault(path, _FileLock(path))
-    with lock.held():
+    with file_lock(settings.home / "locks" / f"{validate_name(model)}.lock"):
         yield
 
 

@@ -13,7 +13,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nbmlops.artifact.files import ArtifactFiles
 from nbmlops.artifact.validation import Problem
-from nbmlops.serving.config import ServerConfig
+from nbmlops.serving.config import CANARY, SHADOW, ServerConfig, VersionConfig
+from nbmlops.serving.deployment import Deployment
 from nbmlops.serving.edge import EdgeMiddleware, ScoringRoutes
 from nbmlops.serving.openapi import openapi_document
 from nbmlops.serving.protocols import check_v2_name, v2_metadata
@@ -29,7 +30,7 @@ from nbmlops.serving.service import Service
 
 def create_app(config: ServerConfig) -> FastAPI:
     """The FastAPI app for one model; the model loads in the lifespan."""
-    state: dict[str, Service] = {}
+    state: dict = {}
     # Read and check once: the OpenAPI schema below and the service both need it, and the
     # service loads the estimator from the bytes checked here.
     files = ArtifactFiles.read(
@@ -39,19 +40,42 @@ def create_app(config: ServerConfig) -> FastAPI:
         keep_model=True,
     )
     schema = files.schema
+    others = {
+        route: _read(other) for route, other in ((CANARY, config.canary), (SHADOW, config.shadow))
+    }
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         service = Service(config, files)
-        service.batcher.start()
+        extra = {
+            route: Service(
+                config,
+                other_files,
+                route=route,
+                version=other.version,
+                log=service.log,
+                metrics=service.metrics,
+            )
+            for route, (other, other_files) in others.items()
+            if other is not None
+        }
+        deployment = Deployment(
+            service,
+            canary=extra.get(CANARY),
+            weight=config.weight,
+            sticky=config.sticky,
+            shadow=extra.get(SHADOW),
+            shadow_fraction=config.shadow_fraction,
+        )
+        deployment.start()
         # Loading leaves many long-lived objects; freezing them keeps full garbage collections
         # (pauses of 100+ ms under load) from scanning them again and again.
         gc.collect()
         gc.freeze()
         state["service"] = service
+        state["deployment"] = deployment
         yield
-        await service.batcher.stop()
-        service.log.close()
+        await deployment.stop()
 
     app = FastAPI(
         title=f"nbmlops: {config.name} v{config.version}",
@@ -67,7 +91,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         return state["service"]
 
     def is_ready() -> bool:
-        return "service" in state and state["service"].batcher.healthy
+        return "deployment" in state and all(
+            s.batcher.healthy for s in state["deployment"].services
+        )
 
     @app.get("/health", summary="Alive")
     async def health() -> Response:
@@ -95,6 +121,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                 "name": config.name,
                 "version": config.version,
                 "aliases": list(config.aliases),
+                "routes": state["deployment"].routes(),
                 "task": files.schema.task,
                 "schema": files.schema.to_dict(),
                 "metrics": dict(files.lineage.metrics),
@@ -178,6 +205,15 @@ def _answer_errors_in_one_envelope(app: FastAPI) -> None:
     async def answer_failure(request: Request, exc: Exception) -> Response:
         logger.error("request %s failed", _request_id(request.scope), exc_info=exc)
         return error_response(500, SERVER_FAILED, _request_id(request.scope))
+
+
+def _read(other: VersionConfig | None):
+    """A canary's or shadow's config and its checked files (None, None when there is none)."""
+    if other is None:
+        return None, None
+    label = f"{other.name} v{other.version}"
+    files = ArtifactFiles.read(Path(other.artifact), other.artifact_sha256, label, keep_model=True)
+    return other, files
 
 
 def _versions(config: ServerConfig) -> dict:

@@ -20,6 +20,7 @@ class Job:
     started: float
     request_id: str
     future: asyncio.Future
+    links: list | None = None  # a shadow's: the primary's prediction id of each record
 
 
 class MicroBatcher:
@@ -50,8 +51,11 @@ class MicroBatcher:
     #: Batches of a model faster than this run on the event loop.
     INLINE_SECONDS = 0.02
 
-    def __init__(self, score, max_rows: int, max_wait: float) -> None:
+    def __init__(self, score, max_rows: int, max_wait: float, inline: bool = True) -> None:
+        """``inline=False`` always scores in the thread (a shadow's: however quick it usually
+        is, a slow batch of it must never hold up the event loop that answers callers)."""
         self._score = score
+        self._may_inline = inline
         self._max_rows = max_rows
         self._max_wait = max_wait
         self._queue: collections.deque[Job] = collections.deque()
@@ -87,7 +91,13 @@ class MicroBatcher:
         self._executor.shutdown(wait=True)
 
     async def submit(
-        self, records: list[dict], columns: dict, endpoint: str, started: float, request_id: str
+        self,
+        records: list[dict],
+        columns: dict,
+        endpoint: str,
+        started: float,
+        request_id: str,
+        links: list | None = None,
     ):
         """The answers for one request, or the exception that its scoring raised."""
         loop = asyncio.get_running_loop()
@@ -95,7 +105,7 @@ class MicroBatcher:
         self._arrivals.append(loop.time())
         self._active += 1
         self._peak = max(self._peak, self._active)
-        self._queue.append(Job(records, columns, endpoint, started, request_id, future))
+        self._queue.append(Job(records, columns, endpoint, started, request_id, future, links))
         self._arrived.set()
         try:
             return await future
@@ -182,7 +192,7 @@ class MicroBatcher:
                 continue
             finally:
                 seconds = time.perf_counter() - started
-                self._inline = seconds < self.INLINE_SECONDS
+                self._inline = self._may_inline and seconds < self.INLINE_SECONDS
                 mean = self._model_seconds
                 self._model_seconds = (
                     seconds if math.isnan(mean) else mean + self.SMOOTHING * (seconds - mean)

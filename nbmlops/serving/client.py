@@ -43,6 +43,7 @@ class ServerHandle:
     started: float = 0.0
     example: dict | None = None
     pid_created: float | None = None  # when the process ``pid`` started (psutil create_time)
+    routes: tuple = ()  # {"route", "version", "weight" or "fraction"[, "sticky"]} per route
 
     @property
     def url(self) -> str:
@@ -135,9 +136,10 @@ class ServerHandle:
         )
 
     def __repr__(self) -> str:
+        routes = f"\n  routes: {routes_text(self.routes)}" if len(self.routes) > 1 else ""
         return (
             f"Serving {self.model} v{self.version} at {self.url} (docs: {self.docs_url}, "
-            f"pid {self.pid})\n  {self.curl_example()}"
+            f"pid {self.pid}){routes}\n  {self.curl_example()}"
         )
 
 
@@ -149,14 +151,17 @@ class ServerList:
     stopped: bool = False
 
     def _rows(self) -> list[tuple[str, ...]]:
-        return [(h.model, f"v{h.version}", h.url, str(h.pid)) for h in self.servers]
+        return [
+            (h.model, f"v{h.version}", h.url, str(h.pid), routes_text(h.routes))
+            for h in self.servers
+        ]
 
     def _repr_html_(self) -> str:
         import html
 
         if not self.servers:
             return f"<p>{html.escape(repr(self))}</p>"
-        head = "".join(f"<th>{h}</th>" for h in ("model", "version", "url", "pid"))
+        head = "".join(f"<th>{h}</th>" for h in ("model", "version", "url", "pid", "routes"))
         body = "".join(
             "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
             for row in self._rows()
@@ -170,6 +175,21 @@ class ServerList:
         title = "stopped" if self.stopped else "running"
         lines = [f"{title}:"] + ["  " + "  ".join(row) for row in self._rows()]
         return "\n".join(lines)
+
+
+def routes_text(routes) -> str:
+    """``primary v3 90% · canary v4 10% (sticky x-user-id)``; the primary alone when a server
+    has no canary or shadow."""
+    if not routes:
+        return "primary"
+    parts = []
+    for route in routes:
+        share = route.get("weight", route.get("fraction", 1.0))
+        text = f"{route['route']} v{route['version']} {share:.0%}"
+        if route.get("sticky"):
+            text += f" (sticky {route['sticky']})"
+        parts.append(text)
+    return " · ".join(parts)
 
 
 def terminate(pid: int, created: float | None, grace: float = 15.0) -> None:

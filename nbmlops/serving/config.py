@@ -5,6 +5,19 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+#: The routes a request can take; every logged prediction names its own.
+PRIMARY, CANARY, SHADOW = "primary", "canary", "shadow"
+
+
+@dataclass(frozen=True)
+class VersionConfig:
+    """A second version the server loads beside the primary: a canary or a shadow."""
+
+    artifact: str
+    name: str
+    version: str
+    artifact_sha256: str | None = None
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -26,6 +39,11 @@ class ServerConfig:
     max_batch_rows: int = 2_000
     max_batch_wait_ms: float = 5.0
     metrics: dict = field(default_factory=dict)
+    canary: VersionConfig | None = None  # gets ``weight`` of the requests
+    weight: float = 0.0
+    sticky: str | None = None  # a header whose value's hash picks primary or canary
+    shadow: VersionConfig | None = None  # scores ``shadow_fraction`` of requests, off the path
+    shadow_fraction: float = 1.0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -34,4 +52,7 @@ class ServerConfig:
     def from_json(cls, text: str) -> ServerConfig:
         data = json.loads(text)
         data["aliases"] = tuple(data.get("aliases", ()))
+        for key in ("canary", "shadow"):
+            if data.get(key) is not None:
+                data[key] = VersionConfig(**data[key])
         return cls(**data)

@@ -14,6 +14,7 @@ from nbmlops.artifact.labels import label_problems
 from nbmlops.artifact.validation import Problem
 from nbmlops.serving.batcher import BatchLoopFailure
 from nbmlops.serving.config import ServerConfig
+from nbmlops.serving.deployment import Deployment
 from nbmlops.serving.protocols import (
     check_v2_name,
     csv_records,
@@ -81,10 +82,15 @@ class EdgeMiddleware:
         except _Disconnected:
             status = 499  # the client left before sending its whole body
         finally:
-            service = self.scoring.state.get("service")
+            # under the route and version that answered (the primary's unless a canary did)
+            service = scope["state"].get("answered_by") or self.scoring.state.get("service")
             if service is not None:
                 service.metrics.observe_request(
-                    _endpoint(path), status, time.perf_counter() - started
+                    _endpoint(path),
+                    status,
+                    time.perf_counter() - started,
+                    service.route,
+                    service.version,
                 )
 
     def _refuse(self, scope) -> HTTPProblem | None:
@@ -114,6 +120,8 @@ class _Call:
     model_version: str | None  # from /v2/models/{name}/versions/{version}/infer
     started: float
     request_id: str
+    sticky_value: str | None  # the value of the deployment's sticky header, if sent
+    state: dict  # the request's scope state: the service that answered goes in it
 
 
 class _Disconnected(Exception):
@@ -154,7 +162,7 @@ class ScoringRoutes:
         if scope["method"] != "POST":
             message = f"{scope['method']} is not allowed on {path}: use POST"
             return error_response(405, message, request_id)
-        if "service" not in self.state:
+        if "deployment" not in self.state:
             return error_response(503, "the model is still loading; retry shortly", request_id)
         v2_target = self._v2_target(path)
         handler, endpoint = (
@@ -165,9 +173,22 @@ class ScoringRoutes:
         content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
         body = b""
         call = None
+        sticky = self.deployment.sticky_header
+        sticky_value = headers.get(sticky) if sticky is not None else None
+        if sticky_value is not None:
+            sticky_value = sticky_value.decode("latin-1")
         try:
             body = await self._body(receive)
-            call = _Call(body, content_type.lower(), v2_name, v2_version, started, request_id)
+            call = _Call(
+                body,
+                content_type.lower(),
+                v2_name,
+                v2_version,
+                started,
+                request_id,
+                sticky_value,
+                scope["state"],
+            )
             return await handler(call)
         except HTTPProblem as problem:
             if problem.status in (400, 413, 415, 422):
@@ -184,7 +205,20 @@ class ScoringRoutes:
 
     @property
     def service(self) -> Service:
+        """The primary: its schema reads the request, its log takes feedback."""
         return self.state["service"]
+
+    @property
+    def deployment(self) -> Deployment:
+        return self.state["deployment"]
+
+    async def _predict(self, call: _Call, records, endpoint: str) -> tuple[list[dict], Service]:
+        """Score through the deployment; the request's state remembers who answered."""
+        answers, service = await self.deployment.predict_records(
+            records, endpoint, call.started, call.request_id, call.sticky_value
+        )
+        call.state["answered_by"] = service
+        return answers, service
 
     async def _body(self, receive) -> bytes:
         chunks, size = [], 0
@@ -201,11 +235,9 @@ class ScoringRoutes:
 
     async def predict(self, call: _Call) -> Response:
         records = native_records(parse_json(call.body))
-        answers = await self.service.predict_records(
-            records, "/predict", call.started, call.request_id
-        )
+        answers, service = await self._predict(call, records, "/predict")
         return json_response(
-            {"model": self.config.name, "version": self.config.version, "predictions": answers}
+            {"model": self.config.name, "version": service.version, "predictions": answers}
         )
 
     async def invocations(self, call: _Call) -> Response:
@@ -219,9 +251,7 @@ class ScoringRoutes:
                 f"unsupported Content-Type {call.content_type!r}: send application/json or "
                 "text/csv",
             )
-        answers = await self.service.predict_records(
-            records, "/invocations", call.started, call.request_id
-        )
+        answers, _ = await self._predict(call, records, "/invocations")
         return json_response({"predictions": [mlflow_row(a) for a in answers]})
 
     async def feedback(self, call: _Call) -> Response:
@@ -246,10 +276,16 @@ class ScoringRoutes:
         check_v2_name(call.model_name, call.model_version, self.config)
         payload = parse_json(call.body)
         records = v2_records(payload, self.service.schema)
-        answers = await self.service.predict_records(
-            records, "/v2/infer", call.started, call.request_id
-        )
-        return json_response(v2_response(self.config, self.service, answers, payload))
+        if call.model_version is not None:  # a version named in the path: that one answers
+            service = self.service
+            answers = await service.predict_records(
+                records, "/v2/infer", call.started, call.request_id
+            )
+        else:
+            answers, service = await self._predict(call, records, "/v2/infer")
+        answer = v2_response(self.config, service, answers, payload)
+        answer["model_version"] = service.version
+        return json_response(answer)
 
 
 _ENDPOINTS = (

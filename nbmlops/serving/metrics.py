@@ -56,20 +56,21 @@ class ServerMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "nbmlops_requests_total",
-            "HTTP requests by endpoint and status code",
-            ["endpoint", "status"],
+            "HTTP requests by endpoint, status code, and the route and version that answered",
+            ["endpoint", "status", "route", "version"],
             registry=self.registry,
         )
         self.latency = Histogram(
             "nbmlops_request_duration_seconds",
-            "Time from request to response, by endpoint",
-            ["endpoint"],
+            "Time from request to response, by endpoint, route and version",
+            ["endpoint", "route", "version"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.model_latency = Histogram(
             "nbmlops_model_duration_seconds",
             "Time the model took per micro-batch (preprocessing + estimator)",
+            ["route", "version"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
@@ -82,7 +83,22 @@ class ServerMetrics:
         self.records = Counter(
             "nbmlops_records_total",
             "Records that passed validation",
+            ["route", "version"],
             registry=self.registry,
+        )
+        self.route_failures = Counter(
+            "nbmlops_route_failures_total",
+            "Requests a canary or shadow failed (reason: model or rejected); a canary's are "
+            "answered by the primary",
+            ["route", "version", "reason"],
+            registry=self.registry,
+        )
+        self.route_weight = Gauge(
+            "nbmlops_route_weight",
+            "Share of requests each route scores (the primary's is what the canary leaves)",
+            ["route", "version"],
+            registry=self.registry,
+            multiprocess_mode="max",
         )
         self.info = Gauge(
             "nbmlops_model_info",
@@ -96,40 +112,60 @@ class ServerMetrics:
         if self.classification:
             self.predictions = Counter(
                 "nbmlops_predictions_total",
-                "Predictions by predicted class",
-                ["label"],
+                "Predictions by predicted class, route and version",
+                ["label", "route", "version"],
                 registry=self.registry,
             )
-            for label in schema.classes:
-                self.predictions.labels(label=str(label))
         else:
             edges = next((p.bin_edges for p in profile.predictions if p.name == "prediction"), None)
             buckets = tuple(sorted(set(edges or ()))) or (0.0,)
             self.prediction_values = Histogram(
                 "nbmlops_prediction_value",
                 "Predicted values, bucketed at the training predictions' quantiles",
+                ["route", "version"],
                 buckets=buckets,
                 registry=self.registry,
             )
 
-    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
-        self.requests.labels(endpoint=endpoint, status=str(status)).inc()
-        self.latency.labels(endpoint=endpoint).observe(seconds)
+    def add_route(self, route: str, version: str, classes=None) -> None:
+        """Show a route's series at 0 before its first request (each class, for a classifier)."""
+        self.model_latency.labels(route=route, version=version)
+        self.records.labels(route=route, version=version)
+        if self.classification:
+            for label in classes or ():
+                self.predictions.labels(label=str(label), route=route, version=version)
+        else:
+            self.prediction_values.labels(route=route, version=version)
 
-    def records_accepted(self, n: int) -> None:
-        self.records.inc(n)
+    def observe_request(
+        self, endpoint: str, status: int, seconds: float, route: str, version: str
+    ) -> None:
+        self.requests.labels(
+            endpoint=endpoint, status=str(status), route=route, version=version
+        ).inc()
+        self.latency.labels(endpoint=endpoint, route=route, version=version).observe(seconds)
 
-    def observe_batch(self, seconds: float, predictions: list) -> None:
+    def route_failed(self, route: str, version: str, reason: str) -> None:
+        self.route_failures.labels(route=route, version=version, reason=reason).inc()
+
+    def set_weight(self, route: str, version: str, weight: float) -> None:
+        self.route_weight.labels(route=route, version=version).set(weight)
+
+    def records_accepted(self, n: int, route: str, version: str) -> None:
+        self.records.labels(route=route, version=version).inc(n)
+
+    def observe_batch(self, seconds: float, predictions: list, route: str, version: str) -> None:
         """One micro-batch: its size, the model's time and its predictions (plain values)."""
         self.batch_rows.observe(len(predictions))
-        self.model_latency.observe(seconds)
+        self.model_latency.labels(route=route, version=version).observe(seconds)
         if self.classification:
             for label, count in collections.Counter(map(str, predictions)).items():
-                self.predictions.labels(label=label).inc(count)
+                self.predictions.labels(label=label, route=route, version=version).inc(count)
         else:
+            values = self.prediction_values.labels(route=route, version=version)
             for value in predictions:
                 if value is not None:
-                    self.prediction_values.observe(value)
+                    values.observe(value)
 
     def render(self) -> tuple[bytes, str]:
         registry = self.registry

@@ -35,7 +35,8 @@ from nbmlops.serving.client import (
     send_signal,
     terminate,
 )
-from nbmlops.serving.config import ServerConfig
+from nbmlops.serving.config import CANARY, PRIMARY, SHADOW, ServerConfig, VersionConfig
+from nbmlops.serving.deployment import check_share
 
 READY_TIMEOUT = 120.0
 #: The token a server requires when none is passed: unlike ``--token``, not visible in ``ps``.
@@ -56,12 +57,19 @@ def build_config(
     unknown_categories: str = "reject",
     max_records: int | None = None,
     max_body_bytes: int | None = None,
+    canary: str | None = None,
+    weight: float | None = None,
+    sticky: str | None = None,
+    shadow: str | None = None,
+    shadow_fraction: float | None = None,
 ) -> ServerConfig:
-    """Resolve ``model`` in the registry and check the security defaults.
+    """Resolve ``model`` (and a ``canary`` or ``shadow``) in the registry and check the
+    security defaults and the rollout options.
 
     Without ``token``, the server requires the one in ``NBMLOPS_TOKEN``, if set: an explicit
     token wins over the environment.
     """
+    _check_rollout(canary, weight, sticky, shadow, shadow_fraction)
     token = token or os.environ.get(TOKEN_ENV) or None
     if not _is_loopback(host) and not token and not insecure:
         raise UsageError(
@@ -74,17 +82,11 @@ def build_config(
             f"--unknown-categories {unknown_categories!r}: choose 'reject' (default) or 'allow'"
         )
     registry = Registry(settings)
-    version = registry.resolve(model)
-    artifact = registry.local_path(version)
-    registered = version.tags.get(DIGEST_TAG)
-    manifest = artifact / "manifest.json"
-    if registered is not None and manifest.is_file() and manifest_digest(artifact) != registered:
-        # refused here, in one line, before a process starts; the server checks every file
-        raise ArtifactModifiedError(
-            str(artifact),
-            "manifest.json",
-            f"is not the one registered for {version.name} v{version.version} (tag {DIGEST_TAG})",
-        )
+    version, artifact, registered = _resolve(registry, model)
+    others = {}
+    for option, address in (("--canary", canary), ("--shadow", shadow)):
+        if address is not None:
+            others[option] = _second_version(registry, option, address, version)
     config = ServerConfig(
         artifact=str(artifact),
         artifact_sha256=registered,
@@ -97,6 +99,11 @@ def build_config(
         token=token,
         unknown_categories=unknown_categories,
         metrics=dict(version.metrics),
+        canary=others.get("--canary"),
+        weight=check_share(0.1 if weight is None else weight, "--weight") if canary else 0.0,
+        sticky=sticky or None,
+        shadow=others.get("--shadow"),
+        shadow_fraction=1.0 if shadow_fraction is None else shadow_fraction,
     )
     limits = {"max_records": max_records, "max_body_bytes": max_body_bytes}
     return replace(config, **{k: v for k, v in limits.items() if v is not None})
@@ -113,12 +120,22 @@ def serve(
     unknown_categories: str = "reject",
     max_records: int | None = None,
     max_body_bytes: int | None = None,
+    canary: str | None = None,
+    weight: float | None = None,
+    sticky: str | None = None,
+    shadow: str | None = None,
+    shadow_fraction: float | None = None,
     settings: Settings | None = None,
     timeout: float = READY_TIMEOUT,
 ) -> ServerHandle:
     """Start a prediction server for ``model`` in its own process and wait until it is ready.
 
     Without ``token``, the server requires the one in ``NBMLOPS_TOKEN`` when that is set.
+
+    Rollout: ``canary`` (another version of the same model) answers ``weight`` of the requests
+    (default 0.1), picked at random or, with ``sticky`` (a header name), by a hash of that
+    header's value; ``shadow`` scores ``shadow_fraction`` of them (default 1) off the response
+    path. A request the canary fails is answered by the primary.
     """
     settings = settings or Settings.from_env()
     options = dict(
@@ -129,6 +146,11 @@ def serve(
         unknown_categories=unknown_categories,
         max_records=max_records,
         max_body_bytes=max_body_bytes,
+        canary=canary,
+        weight=weight,
+        sticky=sticky,
+        shadow=shadow,
+        shadow_fraction=shadow_fraction,
     )
     handle, proc = _start(model, settings, workers, os.getpid(), options, background=True)
     _wait_ready(handle, proc, timeout)
@@ -198,8 +220,74 @@ def _start(model, settings, workers, parent_pid, options, background):
         started=time.time(),
         example=_example_record(config),
         pid_created=process_created(proc.pid),
+        routes=_routes(config),
     )
     return handle, proc
+
+
+def _routes(config: ServerConfig) -> tuple[dict, ...]:
+    """The routes a server was started with, for its handle and ``--list``."""
+    routes = [{"route": PRIMARY, "version": config.version, "weight": 1.0 - config.weight}]
+    if config.canary is not None:
+        canary = {"route": CANARY, "version": config.canary.version, "weight": config.weight}
+        routes.append({**canary, "sticky": config.sticky})
+    if config.shadow is not None:
+        fraction = config.shadow_fraction
+        routes.append({"route": SHADOW, "version": config.shadow.version, "fraction": fraction})
+    return tuple(routes)
+
+
+def _check_rollout(canary, weight, sticky, shadow, shadow_fraction) -> None:
+    """The rollout options fit together, before anything is resolved."""
+    if canary and shadow:
+        raise UsageError(
+            "--canary and --shadow together: run one at a time (a shadow first, then a canary)"
+        )
+    if canary is None and (weight is not None or sticky):
+        option = "--weight" if weight is not None else "--sticky"
+        raise UsageError(f"{option} needs --canary MODEL, the version it sends requests to")
+    if shadow is None and shadow_fraction is not None:
+        raise UsageError("--shadow-fraction needs --shadow MODEL, the version that scores them")
+    if weight is not None:
+        check_share(weight, "--weight")
+    if shadow_fraction is not None:
+        check_share(shadow_fraction, "--shadow-fraction")
+    if sticky is not None and (not sticky.strip() or not sticky.isascii() or ":" in sticky):
+        raise UsageError(f"--sticky {sticky!r} is not a header name: give e.g. X-User-Id")
+
+
+def _resolve(registry: Registry, model: str):
+    """The registered version of ``model``, its local artifact and its registered digest."""
+    version = registry.resolve(model)
+    artifact = registry.local_path(version)
+    registered = version.tags.get(DIGEST_TAG)
+    manifest = artifact / "manifest.json"
+    if registered is not None and manifest.is_file() and manifest_digest(artifact) != registered:
+        # refused here, in one line, before a process starts; the server checks every file
+        raise ArtifactModifiedError(
+            str(artifact),
+            "manifest.json",
+            f"is not the one registered for {version.name} v{version.version} (tag {DIGEST_TAG})",
+        )
+    return version, artifact, registered
+
+
+def _second_version(registry: Registry, option: str, address: str, primary) -> VersionConfig:
+    """A canary or shadow: another version of the primary's model (so that the log and the
+    monitor compare them under one name)."""
+    version, artifact, registered = _resolve(registry, address)
+    if version.name != primary.name:
+        raise UsageError(
+            f"{option} {address!r} is {version.name} v{version.version}, another model than "
+            f"{primary.name}: give another version of {primary.name}, e.g. "
+            f"{option} {primary.name}@candidate"
+        )
+    if version.version == primary.version:
+        raise UsageError(
+            f"{option} {address!r} is {version.name} v{version.version}, the version being "
+            f"served: give another version, e.g. {option} {version.name}@candidate"
+        )
+    return VersionConfig(str(artifact), version.name, version.version, registered)
 
 
 def list_servers(settings: Settings | None = None) -> list[ServerHandle]:

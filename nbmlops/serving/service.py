@@ -15,26 +15,44 @@ from nbmlops.artifact.validation import Validator
 from nbmlops.errors import ValidationError
 from nbmlops.monitoring.predlog import ERROR, OK, REJECTED, LogRecord, PredictionLog
 from nbmlops.serving.batcher import Job, MicroBatcher
-from nbmlops.serving.config import ServerConfig
+from nbmlops.serving.config import PRIMARY, SHADOW, ServerConfig
 from nbmlops.serving.metrics import ServerMetrics
 from nbmlops.serving.responses import MODEL_FAILED, HTTPProblem, logger
 
-PRIMARY = "primary"
+__all__ = ["PRIMARY", "ModelFailure", "Service"]
 
 
 class Service:
-    """The loaded model with its validator, batcher, log and metrics."""
+    """One loaded version with its validator and batcher, on one route (``primary``,
+    ``canary`` or ``shadow``); the versions of one server share its log and metrics."""
 
-    def __init__(self, config: ServerConfig, files: ArtifactFiles) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        files: ArtifactFiles,
+        *,
+        route: str = PRIMARY,
+        version: str | None = None,
+        log: PredictionLog | None = None,
+        metrics: ServerMetrics | None = None,
+    ) -> None:
         self.config = config
         self.files = files
+        self.route = route
+        self.version = version or config.version
         self.predictor = files.predictor()
         self.schema = self.files.schema
         self.validator = Validator(self.schema, config.unknown_categories)
-        self.log = PredictionLog(Path(config.log_path), checkpoint_every=1.0)
-        self.metrics = ServerMetrics(config.name, config.version, self.schema, self.files.profile)
+        self.log = log or PredictionLog(Path(config.log_path), checkpoint_every=1.0)
+        self.metrics = metrics or ServerMetrics(
+            config.name, config.version, self.schema, self.files.profile
+        )
+        self.metrics.add_route(route, self.version, self.schema.classes)
         self.batcher = MicroBatcher(
-            self._score, config.max_batch_rows, config.max_batch_wait_ms / 1000
+            self._score,
+            config.max_batch_rows,
+            config.max_batch_wait_ms / 1000,
+            inline=route != SHADOW,
         )
         self.classes = list(self.schema.classes) if self.schema.classes is not None else None
         self._id_prefix = uuid.uuid4().hex[:8]
@@ -67,8 +85,11 @@ class Service:
                 results.append(ModelFailure(MODEL_FAILED))
                 continue
             latency = (done - job.started) * 1000
-            for record, answer in zip(job.records, outcome, strict=True):
+            links = job.links or [None] * len(job.records)
+            for record, answer, link in zip(job.records, outcome, links, strict=True):
                 outputs_row = {k: v for k, v in answer.items() if k != "id"}
+                if link is not None:
+                    outputs_row["primary_id"] = link  # a shadow's row names the primary's
                 log.append(
                     self._record(job.endpoint, OK, latency, record, outputs_row, id=answer["id"])
                 )
@@ -76,7 +97,7 @@ class Service:
             results.append(outcome)
         self.log.write(log)
         if predictions:
-            self.metrics.observe_batch(model_seconds, predictions)
+            self.metrics.observe_batch(model_seconds, predictions, self.route, self.version)
         return results
 
     def _split(self, jobs: list[Job], predictions, proba) -> list[list[dict]]:
@@ -112,8 +133,8 @@ class Service:
             id or self.new_id(),
             time.time(),
             self.config.name,
-            self.config.version,
-            PRIMARY,
+            self.version,
+            self.route,
             endpoint,
             status,
             latency,
@@ -144,8 +165,10 @@ class Service:
         self.log.write([self._record(endpoint, REJECTED, latency, inputs, error=error)])
 
     async def predict_records(
-        self, records, endpoint: str, started: float, request_id: str
+        self, records, endpoint: str, started: float, request_id: str, links=None
     ) -> list[dict]:
+        """The answers for one request's records; ``links`` (a shadow's) are the primary's
+        prediction ids, one per record, logged with each of its predictions."""
         if isinstance(records, list) and len(records) > self.config.max_records:
             raise HTTPProblem(
                 413,
@@ -157,8 +180,10 @@ class Service:
         except ValidationError as exc:
             raise HTTPProblem(422, "invalid input: nothing was predicted", exc.problems) from None
         columns = self.validator.builder.columns(records)
-        self.metrics.records_accepted(len(records))
-        return await self.batcher.submit(records, columns, endpoint, started, request_id)
+        self.metrics.records_accepted(len(records), self.route, self.version)
+        return await self.batcher.submit(
+            records, columns, endpoint, started, request_id, links=links
+        )
 
 
 class ModelFailure(Exception):

@@ -235,10 +235,11 @@ def test_metrics_count_every_request(client):
     client.post("/predict", json={"records": records(rows(3))})
     client.post("/predict", content=b"{", headers={"Content-Type": "application/json"})
     text = client.get("/metrics").text
-    assert 'nbmlops_requests_total{endpoint="/predict",status="200"}' in text
-    assert 'nbmlops_requests_total{endpoint="/predict",status="400"}' in text
+    for status in (200, 400):
+        series = f'endpoint="/predict",route="primary",status="{status}",version="1"'
+        assert f"nbmlops_requests_total{{{series}}}" in text
     assert 'nbmlops_model_info{model="churn",task="classification",version="1"} 1.0' in text
-    assert 'nbmlops_predictions_total{label="1"}' in text
+    assert 'nbmlops_predictions_total{label="1",route="primary",version="1"}' in text
     assert "nbmlops_request_duration_seconds_bucket" in text and 'le="0.0005"' in text
 
 
@@ -376,7 +377,10 @@ def test_two_workers_log_everything_and_metrics_add_up_across_them(store):
             statuses = list(pool.map(call, range(60)))
         assert statuses == [200] * 60
         assert log_counts(store)["ok"] - before == 120
-        want = 'nbmlops_requests_total{endpoint="/predict",status="200"} 60.0'
+        want = (
+            'nbmlops_requests_total{endpoint="/predict",route="primary",status="200",version="1"} '
+            "60.0"
+        )
         for _ in range(6):  # whichever worker answers the scrape
             with httpx.Client(base_url=handle.url, timeout=30) as http:
                 assert want in http.get("/metrics").text
