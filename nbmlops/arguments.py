@@ -117,6 +117,42 @@ def serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         metavar="F",
         help="share of requests the shadow scores, in [0, 1] (default 1)",
     )
+    analysis = parser.add_argument_group(
+        "canary analysis (with --canary: a breach sets its weight to 0, an automatic rollback)"
+    )
+    analysis.add_argument(
+        "--analysis-interval",
+        type=float,
+        metavar="SECONDS",
+        help="compare the canary against the primary every SECONDS (default 30)",
+    )
+    analysis.add_argument(
+        "--max-error-rate",
+        type=float,
+        metavar="F",
+        help="the canary's failures per request above this roll it back (default 0.01); a "
+        "refusal of input the primary accepts is a failure",
+    )
+    analysis.add_argument(
+        "--max-p99-ms",
+        type=float,
+        metavar="MS",
+        help="the canary's p99 latency above this rolls it back (default 500)",
+    )
+    analysis.add_argument(
+        "--min-requests",
+        type=int,
+        metavar="N",
+        help="an interval with fewer canary requests is inconclusive: no rollback (default 20)",
+    )
+    analysis.add_argument(
+        "--max-prediction-drift",
+        type=float,
+        metavar="EFFECT",
+        help="the canary's predictions drifting from the primary's over the interval roll it "
+        "back: the monitor's prediction-drift test, with this effect size (normalised "
+        "Wasserstein or Jensen-Shannon distance) as its limit (default: the monitor's thresholds)",
+    )
     parser.add_argument(
         "--list", action="store_true", help="list running servers with their routes and weights"
     )
@@ -142,6 +178,11 @@ def serve_options(args: argparse.Namespace) -> dict:
         "sticky": args.sticky,
         "shadow": args.shadow,
         "shadow_fraction": args.shadow_fraction,
+        "analysis_interval": args.analysis_interval,
+        "max_error_rate": args.max_error_rate,
+        "max_p99_ms": args.max_p99_ms,
+        "min_requests": args.min_requests,
+        "max_prediction_drift": args.max_prediction_drift,
     }
 
 

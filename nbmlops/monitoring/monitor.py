@@ -85,12 +85,25 @@ def monitor(
         routes = route_figures(
             log, name, since=start.timestamp() if start else None, until=now.timestamp() + 1
         )
+        events = log.events(
+            name, version, since=start.timestamp() if start else None, until=now.timestamp() + 1
+        )
     finally:
         log.close()
     report = build_report(loaded, logged, thresholds, start, now)
     # a model loaded from a folder may not be in this registry: it has no alias history here
     production = () if loaded.version is None else _production_versions(name, start, now, settings)
-    return replace(report, production_versions=production, routes=routes)
+    report = replace(report, production_versions=production, routes=routes)
+    return _with_rollbacks(report, events)
+
+
+def _with_rollbacks(report, events: list[dict]):
+    """The report with its rollout events, and an alert ``rollback`` (the reason) for each
+    rollback in the window: the canary's and the primary's report alike."""
+    rollbacks = [Alert("rollback", None, e["reason"]) for e in events if e["kind"] == "rollback"]
+    alerts = (*report.alerts, *rollbacks)
+    status = ALERT if rollbacks else report.status
+    return replace(report, events=tuple(events), alerts=alerts, status=status)
 
 
 def _production_versions(name: str, start, now, settings: Settings) -> tuple[dict, ...]:

@@ -42,6 +42,15 @@ CREATE TABLE IF NOT EXISTS feedback (
     ts REAL NOT NULL,
     label TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS rollout_events (
+    ts REAL NOT NULL,
+    model TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    version TEXT NOT NULL,
+    primary_version TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rollout_events_by_model_time ON rollout_events (model, ts);
 """
 
 #: INSERT statements by the rows they add, largest first. One statement for many rows costs a
@@ -183,6 +192,36 @@ class PredictionLog:
                     [(i, ts, _dumps(label)) for i, label in items],
                 )
         return []
+
+    def add_event(
+        self, ts: float, model: str, kind: str, version: str, primary_version: str, reason: str
+    ) -> None:
+        """Record a rollout event (``rollback``) of ``model``'s canary ``version`` beside
+        ``primary_version``, with its reason."""
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT INTO rollout_events VALUES (?, ?, ?, ?, ?, ?)",
+                (ts, model, kind, version, primary_version, reason),
+            )
+
+    def events(
+        self, model: str, version: str, since: float | None = None, until: float | None = None
+    ) -> list[dict]:
+        """The rollout events of ``model`` over a time range that concern ``version`` (as
+        the canary or as the primary), oldest first."""
+        query = (
+            "SELECT ts, kind, version, primary_version, reason FROM rollout_events "
+            "WHERE model = ? AND (version = ? OR primary_version = ?)"
+        )
+        args: list = [model, version, version]
+        for clause, value in ((" AND ts >= ?", since), (" AND ts < ?", until)):
+            if value is not None:
+                query += clause
+                args.append(value)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY ts", args).fetchall()
+        keys = ("ts", "kind", "version", "primary_version", "reason")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def count(self, model: str | None = None, status: str | None = None) -> int:
         query, args = "SELECT COUNT(*) FROM predictions WHERE 1=1", []

@@ -4,6 +4,7 @@ as JSON (``to_dict``), a frame, text and a static HTML page."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import pandas as pd
 
@@ -108,6 +109,9 @@ class MonitorReport:
     #: each route and version of the model seen over the window (primary, canary, shadow):
     #: see :func:`nbmlops.monitoring.routes.route_figures`
     routes: tuple[dict, ...] = ()
+    #: the rollout events over the window that concern this version (as canary or primary):
+    #: ``{"ts", "kind", "version", "primary_version", "reason"}``
+    events: tuple[dict, ...] = ()
 
     def to_dict(self) -> dict:
         return {
@@ -131,6 +135,7 @@ class MonitorReport:
             "skipped": [s.to_dict() for s in self.skipped],
             "production_versions": [dict(p) for p in self.production_versions],
             "routes": [dict(r) for r in self.routes],
+            "events": [dict(e) for e in self.events],
         }
 
     def to_frame(self) -> pd.DataFrame:
@@ -180,6 +185,8 @@ class MonitorReport:
             lines.append(f"  production over the window: {production_text(self)}")
         if any(r["route"] != "primary" for r in self.routes):
             lines += ["  routes:", *(f"    {route_text(r)}" for r in self.routes)]
+        if self.events:
+            lines += ["  events:", *(f"    {event_text(e)}" for e in self.events)]
         return "\n".join(lines)
 
 
@@ -202,6 +209,12 @@ def route_text(route: dict) -> str:
         rate = "-" if disagreement["rate"] is None else f"{disagreement['rate']:.1%}"
         text += f", disagreement with primary {rate} ({disagreement['compared']} compared)"
     return text
+
+
+def event_text(event: dict) -> str:
+    """``2026-12-02T10:00:00+00:00 rollback: canary v3 rolled back: error rate ...``"""
+    when = datetime.fromtimestamp(event["ts"], UTC).isoformat(timespec="seconds")
+    return f"{when} {event['kind']}: {event['reason']}"
 
 
 def production_text(report: MonitorReport) -> str:

@@ -82,6 +82,10 @@ def _summary(report) -> str:
         from nbmlops.monitoring.report import route_text
 
         rows += [(f"route {r['route']}", route_text(r)) for r in report.routes]
+    if report.events:
+        from nbmlops.monitoring.report import event_text
+
+        rows += [("event", event_text(e)) for e in report.events]
     body = "".join(
         f"<tr><th style='text-align:left;padding-right:12px'>{html.escape(k)}</th>"
         f"<td>{html.escape(v)}</td></tr>"

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nbmlops.artifact.files import ArtifactFiles
 from nbmlops.artifact.validation import Problem
+from nbmlops.serving.analysis import AnalysisOptions, CanaryAnalysis
 from nbmlops.serving.config import CANARY, SHADOW, ServerConfig, VersionConfig
 from nbmlops.serving.deployment import Deployment
 from nbmlops.serving.edge import EdgeMiddleware, ScoringRoutes
@@ -68,13 +69,22 @@ def create_app(config: ServerConfig) -> FastAPI:
             shadow_fraction=config.shadow_fraction,
         )
         deployment.start()
+        analysis = CanaryAnalysis(
+            deployment,
+            _analysis_options(config),
+            config.name,
+            classifier=files.schema.classes is not None,
+        )
+        analysis.start()
         # Loading leaves many long-lived objects; freezing them keeps full garbage collections
         # (pauses of 100+ ms under load) from scanning them again and again.
         gc.collect()
         gc.freeze()
         state["service"] = service
         state["deployment"] = deployment
+        state["analysis"] = analysis
         yield
+        await analysis.stop()
         await deployment.stop()
 
     app = FastAPI(
@@ -122,6 +132,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                 "version": config.version,
                 "aliases": list(config.aliases),
                 "routes": state["deployment"].routes(),
+                **_analysis_shown(state),
                 "task": files.schema.task,
                 "schema": files.schema.to_dict(),
                 "metrics": dict(files.lineage.metrics),
@@ -205,6 +216,24 @@ def _answer_errors_in_one_envelope(app: FastAPI) -> None:
     async def answer_failure(request: Request, exc: Exception) -> Response:
         logger.error("request %s failed", _request_id(request.scope), exc_info=exc)
         return error_response(500, SERVER_FAILED, _request_id(request.scope))
+
+
+def _analysis_options(config: ServerConfig) -> AnalysisOptions:
+    return AnalysisOptions(
+        interval=config.analysis_interval,
+        max_error_rate=config.max_error_rate,
+        max_p99_ms=config.max_p99_ms,
+        min_requests=config.min_requests,
+        max_prediction_drift=config.max_prediction_drift,
+    )
+
+
+def _analysis_shown(state: dict) -> dict:
+    """``/metadata``'s ``analysis`` (with a canary): the options and the last verdict."""
+    analysis = state.get("analysis")
+    if analysis is None or analysis.deployment.canary is None:
+        return {}
+    return {"analysis": analysis.to_dict()}
 
 
 def _read(other: VersionConfig | None):

@@ -44,6 +44,12 @@ class ServerConfig:
     sticky: str | None = None  # a header whose value's hash picks primary or canary
     shadow: VersionConfig | None = None  # scores ``shadow_fraction`` of requests, off the path
     shadow_fraction: float = 1.0
+    # canary analysis, every ``analysis_interval`` seconds (see nbmlops.serving.analysis)
+    analysis_interval: float = 30.0
+    max_error_rate: float = 0.01
+    max_p99_ms: float = 500.0
+    min_requests: int = 20
+    max_prediction_drift: float | None = None  # None: the monitor's drift thresholds
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

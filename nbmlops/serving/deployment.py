@@ -21,6 +21,7 @@ import random
 import time
 
 from nbmlops.errors import UsageError
+from nbmlops.serving.analysis import IntervalCounts
 from nbmlops.serving.config import CANARY, PRIMARY, SHADOW
 from nbmlops.serving.responses import HTTPProblem, logger
 from nbmlops.serving.service import Service
@@ -70,6 +71,8 @@ class Deployment:
         self.shadow_fraction = check_share(shadow_fraction, "--shadow-fraction")
         self._random = random.Random()
         self._shadowing: set[asyncio.Task] = set()
+        #: each route's requests, failures and latencies since the canary analysis last looked
+        self.counts = IntervalCounts()
         self.weight = 0.0
         self.set_weight(weight)
         if shadow is not None:
@@ -121,6 +124,8 @@ class Deployment:
         if chosen is self.canary:
             return await self._canary(records, endpoint, started, request_id)
         answers = await self.primary.predict_records(records, endpoint, started, request_id)
+        if self.canary is not None:
+            self.counts.add(PRIMARY, time.perf_counter() - started, False, _predicted(answers))
         if self.shadow is not None and self._random.random() < self.shadow_fraction:
             self._start_shadow(records, endpoint, request_id, [a["id"] for a in answers])
         return answers, self.primary
@@ -128,18 +133,23 @@ class Deployment:
     async def _canary(self, records, endpoint, started, request_id):
         canary = self.canary
         try:
-            return await canary.predict_records(records, endpoint, started, request_id), canary
+            answers = await canary.predict_records(records, endpoint, started, request_id)
+            self.counts.add(CANARY, time.perf_counter() - started, False, _predicted(answers))
+            return answers, canary
         except HTTPProblem as problem:
             # the primary decides whether the input is the caller's fault: if it refuses it
             # too, its refusal is the answer and the canary did nothing wrong
+            seconds = time.perf_counter() - started
             answers = await self.primary.predict_records(records, endpoint, started, request_id)
             canary.log_rejection(endpoint, _shown(records), problem, started)
             canary.metrics.route_failed(CANARY, canary.version, "rejected")
+            self.counts.add(CANARY, seconds, failed=True)
         except Exception as exc:  # noqa: BLE001 - a bad canary never fails its caller
             logger.warning(
                 "request %s: the canary failed (%s); the primary answers", request_id, exc
             )
             canary.metrics.route_failed(CANARY, canary.version, "model")
+            self.counts.add(CANARY, time.perf_counter() - started, failed=True)
             answers = await self.primary.predict_records(records, endpoint, started, request_id)
         return answers, self.primary
 
@@ -186,6 +196,11 @@ class Deployment:
         for service in self.services:
             await service.batcher.stop()
         self.primary.log.close()
+
+
+def _predicted(answers: list[dict]) -> list:
+    """The predictions of a request's answers, for the canary analysis's drift test."""
+    return [answer.get("prediction") for answer in answers]
 
 
 def _shown(records) -> bytes:

@@ -28,6 +28,7 @@ from nbmlops.artifact.files import DIGEST_TAG, manifest_digest
 from nbmlops.config import Settings
 from nbmlops.errors import ArtifactModifiedError, ServingError, UsageError
 from nbmlops.registry.registry import Registry
+from nbmlops.serving.analysis import analysis_options
 from nbmlops.serving.client import (
     ServerHandle,
     process_created,
@@ -62,6 +63,11 @@ def build_config(
     sticky: str | None = None,
     shadow: str | None = None,
     shadow_fraction: float | None = None,
+    analysis_interval: float | None = None,
+    max_error_rate: float | None = None,
+    max_p99_ms: float | None = None,
+    min_requests: int | None = None,
+    max_prediction_drift: float | None = None,
 ) -> ServerConfig:
     """Resolve ``model`` (and a ``canary`` or ``shadow``) in the registry and check the
     security defaults and the rollout options.
@@ -70,6 +76,19 @@ def build_config(
     token wins over the environment.
     """
     _check_rollout(canary, weight, sticky, shadow, shadow_fraction)
+    given = {
+        "--analysis-interval": analysis_interval,
+        "--max-error-rate": max_error_rate,
+        "--max-p99-ms": max_p99_ms,
+        "--min-requests": min_requests,
+        "--max-prediction-drift": max_prediction_drift,
+    }
+    if canary is None and any(v is not None for v in given.values()):
+        option = next(k for k, v in given.items() if v is not None)
+        raise UsageError(f"{option} needs --canary MODEL, the version the analysis judges")
+    analysis = analysis_options(
+        analysis_interval, max_error_rate, max_p99_ms, min_requests, max_prediction_drift
+    )
     token = token or os.environ.get(TOKEN_ENV) or None
     if not _is_loopback(host) and not token and not insecure:
         raise UsageError(
@@ -104,6 +123,11 @@ def build_config(
         sticky=sticky or None,
         shadow=others.get("--shadow"),
         shadow_fraction=1.0 if shadow_fraction is None else shadow_fraction,
+        analysis_interval=analysis.interval,
+        max_error_rate=analysis.max_error_rate,
+        max_p99_ms=analysis.max_p99_ms,
+        min_requests=analysis.min_requests,
+        max_prediction_drift=analysis.max_prediction_drift,
     )
     limits = {"max_records": max_records, "max_body_bytes": max_body_bytes}
     return replace(config, **{k: v for k, v in limits.items() if v is not None})
@@ -125,6 +149,11 @@ def serve(
     sticky: str | None = None,
     shadow: str | None = None,
     shadow_fraction: float | None = None,
+    analysis_interval: float | None = None,
+    max_error_rate: float | None = None,
+    max_p99_ms: float | None = None,
+    min_requests: int | None = None,
+    max_prediction_drift: float | None = None,
     settings: Settings | None = None,
     timeout: float = READY_TIMEOUT,
 ) -> ServerHandle:
@@ -136,6 +165,13 @@ def serve(
     (default 0.1), picked at random or, with ``sticky`` (a header name), by a hash of that
     header's value; ``shadow`` scores ``shadow_fraction`` of them (default 1) off the response
     path. A request the canary fails is answered by the primary.
+
+    Every ``analysis_interval`` seconds (default 30) the canary's error rate and p99 latency over
+    that interval are checked against ``max_error_rate`` (0.01) and ``max_p99_ms`` (500), and its
+    predictions against the primary's by the monitor's drift test (``max_prediction_drift``: its
+    effect size limit); a breach sets its weight to 0 at once (an automatic rollback, shown by
+    the monitor). An interval with fewer than ``min_requests`` (20) canary requests is
+    inconclusive.
     """
     settings = settings or Settings.from_env()
     options = dict(
@@ -151,6 +187,11 @@ def serve(
         sticky=sticky,
         shadow=shadow,
         shadow_fraction=shadow_fraction,
+        analysis_interval=analysis_interval,
+        max_error_rate=max_error_rate,
+        max_p99_ms=max_p99_ms,
+        min_requests=min_requests,
+        max_prediction_drift=max_prediction_drift,
     )
     handle, proc = _start(model, settings, workers, os.getpid(), options, background=True)
     _wait_ready(handle, proc, timeout)
