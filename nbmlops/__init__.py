@@ -2,7 +2,7 @@
 
 In a notebook: ``%load_ext nbmlops``, then ``%%mlops_package`` and ``%mlops_serve``. In scripts:
 :func:`package`, :func:`load`, :func:`serve`, :func:`monitor`, :func:`retrain`, :func:`promote`,
-:func:`rollback`. Names are imported on first use, so that
+:func:`rollback`, :func:`history`. Names are imported on first use, so that
 ``import nbmlops`` (and the command line) start fast.
 """
 
@@ -34,11 +34,14 @@ _LAZY = {
     "serve": "nbmlops.serving.process",
     "promote": "nbmlops.registry.registry",
     "rollback": "nbmlops.registry.registry",
+    "AliasEvent": "nbmlops.registry.history",
+    "history": "nbmlops.registry.history",
     "JobResult": "nbmlops.jobs.retrain",
     "retrain": "nbmlops.jobs.retrain",
 }
 
 __all__ = [
+    "AliasEvent",
     "ArtifactError",
     "ArtifactModifiedError",
     "CaptureError",
@@ -54,6 +57,7 @@ __all__ = [
     "ServingError",
     "UsageError",
     "ValidationError",
+    "history",
     "load",
     "load_ipython_extension",
     "monitor",

@@ -7,8 +7,10 @@ use a parser whose ``error()`` raises IPython's ``UsageError``.
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 
 from nbmlops.errors import UsageError
+from nbmlops.serving.options import ServeOptions
 
 
 def package_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -66,7 +68,12 @@ def serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "Serve a registered model over HTTP in its own process: /predict, /invocations "
         "(MLflow), /v2 (Open Inference Protocol), /feedback, /metrics, /docs."
     )
-    parser.add_argument("model", nargs="?", help="NAME, NAME@ALIAS, NAME@v3 or models:/NAME/3")
+    parser.add_argument(
+        "model",
+        nargs="?",
+        help="NAME, NAME@ALIAS, NAME@v3 or models:/NAME/3; a server on an alias (a bare NAME: "
+        "production) follows it, so a promotion or rollback answers within seconds",
+    )
     parser.add_argument("--port", type=int, help="default: a free port")
     parser.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (loopback)")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
@@ -153,6 +160,30 @@ def serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "back: the monitor's prediction-drift test, with this effect size (normalised "
         "Wasserstein or Jensen-Shannon distance) as its limit (default: the monitor's thresholds)",
     )
+    progressive = parser.add_argument_group(
+        "progressive delivery (with --canary: the weight grows while the analysis passes)"
+    )
+    progressive.add_argument(
+        "--step-weight",
+        type=float,
+        metavar="F",
+        help="each passing interval adds F to the canary's weight, up to --max-weight (the "
+        "weight starts at --weight, default F)",
+    )
+    progressive.add_argument(
+        "--max-weight",
+        type=float,
+        metavar="F",
+        help="the weight --step-weight grows to (default 0.5)",
+    )
+    progressive.add_argument(
+        "--promote-after",
+        type=int,
+        metavar="N",
+        help="after N passing intervals at the top weight, the canary's version takes the "
+        "primary's alias (e.g. production; 'previous' is set, the reason recorded) and answers "
+        "every request, with no restart",
+    )
     parser.add_argument(
         "--list", action="store_true", help="list running servers with their routes and weights"
     )
@@ -163,27 +194,9 @@ def serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def serve_options(args: argparse.Namespace) -> dict:
-    """The keyword arguments of ``serve`` that ``serve_arguments`` parsed."""
-    return {
-        "host": args.host,
-        "port": args.port,
-        "workers": args.workers,
-        "token": args.token,
-        "insecure": args.insecure,
-        "unknown_categories": args.unknown_categories,
-        "max_records": args.max_records,
-        "max_body_bytes": args.max_body_bytes,
-        "canary": args.canary,
-        "weight": args.weight,
-        "sticky": args.sticky,
-        "shadow": args.shadow,
-        "shadow_fraction": args.shadow_fraction,
-        "analysis_interval": args.analysis_interval,
-        "max_error_rate": args.max_error_rate,
-        "max_p99_ms": args.max_p99_ms,
-        "min_requests": args.min_requests,
-        "max_prediction_drift": args.max_prediction_drift,
-    }
+    """The keyword arguments of ``serve`` (the fields of its ``ServeOptions``) that
+    ``serve_arguments`` parsed."""
+    return {f.name: getattr(args, f.name) for f in fields(ServeOptions)}
 
 
 def monitor_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from nbmlops.arguments import monitor_arguments, serve_arguments, serve_options
 from nbmlops.errors import NbmlopsError, RegistryError, UsageError
+from nbmlops.serving.options import ServeOptions
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -240,7 +241,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     if not args.model:
         raise UsageError("serve needs a MODEL (e.g. churn@production), --list or --stop")
-    return process.serve_foreground(args.model, Settings.from_env(), **serve_options(args))
+    return process.serve_foreground(
+        args.model, Settings.from_env(), ServeOptions(**serve_options(args))
+    )
 
 
 def _monitor(args: argparse.Namespace) -> int:

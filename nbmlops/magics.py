@@ -76,6 +76,8 @@ class NbmlopsMagics(Magics):
         %mlops_serve MODEL [--port N] [--host H] [--workers N] [--token T] [--insecure]
         [--unknown-categories reject|allow]
         [--canary MODEL [--weight F] [--sticky HEADER] | --shadow MODEL [--shadow-fraction F]]
+        [--analysis-interval S] [--max-error-rate F] [--max-p99-ms MS] [--min-requests N]
+        [--max-prediction-drift EFFECT] [--step-weight F [--max-weight F]] [--promote-after N]
         %mlops_serve --list
         %mlops_serve --stop [MODEL|PORT|all]
         """

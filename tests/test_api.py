@@ -11,6 +11,7 @@ from nbmlops import errors
 from nbmlops.artifact.lineage import notebook_path
 
 EXPECTED_EXPORTS = {
+    "AliasEvent",
     "ArtifactError",
     "ArtifactModifiedError",
     "CaptureError",
@@ -26,6 +27,7 @@ EXPECTED_EXPORTS = {
     "ServingError",
     "UsageError",
     "ValidationError",
+    "history",
     "load",
     "load_ipython_extension",
     "monitor",

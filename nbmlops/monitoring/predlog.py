@@ -196,8 +196,9 @@ class PredictionLog:
     def add_event(
         self, ts: float, model: str, kind: str, version: str, primary_version: str, reason: str
     ) -> None:
-        """Record a rollout event (``rollback``) of ``model``'s canary ``version`` beside
-        ``primary_version``, with its reason."""
+        """Record a rollout event of ``model``'s ``version`` beside ``primary_version``, with
+        its reason: ``rollback``, ``step`` and ``promote`` of a canary, ``switch`` of a server
+        that followed its alias (``version`` the new primary, ``primary_version`` the old)."""
         with self._lock, self._db:
             self._db.execute(
                 "INSERT INTO rollout_events VALUES (?, ?, ?, ?, ?, ?)",

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from nbmlops.errors import RegistryError, UsageError
 
 if TYPE_CHECKING:
+    from nbmlops.config import Settings
     from nbmlops.registry.registry import Registry
 
 PREFIX = "nbmlops.alias_event."
@@ -131,16 +132,20 @@ def record(
 
 
 def history(
-    name: str, alias: str | None = None, registry: Registry | None = None
+    name: str,
+    alias: str | None = None,
+    registry: Registry | None = None,
+    settings: Settings | None = None,
 ) -> list[AliasEvent]:
-    """The recorded moves of ``name``'s aliases (only ``alias``'s when given), oldest first."""
+    """The recorded moves of ``name``'s aliases (only ``alias``'s when given), oldest first:
+    when, from and to which version, by whom and why (``nbmlops.history("churn")``)."""
     from mlflow.exceptions import MlflowException
 
     from nbmlops.errors import ModelNotFoundError
     from nbmlops.registry.registry import _ABSENT, Registry, validate_name
 
     validate_name(name)
-    registry = registry or Registry()
+    registry = registry or Registry(settings)
     try:
         tags = registry.client.get_registered_model(name).tags or {}
     except MlflowException as exc:

@@ -12,13 +12,15 @@ An interval with fewer than ``min_requests`` canary requests is inconclusive: no
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from dataclasses import dataclass, field
 
 from nbmlops.errors import UsageError
 from nbmlops.serving.config import CANARY, PRIMARY
-from nbmlops.serving.responses import logger
+
+logger = logging.getLogger("uvicorn.error")  # the server's log, as nbmlops.serving.responses
 
 PASSED, BREACHED, INCONCLUSIVE = "passed", "breached", "inconclusive"
 #: Predictions each route needs in an interval before the canary's are tested for drift against
@@ -253,15 +255,28 @@ class CanaryAnalysis:
     started in the app's lifespan (:meth:`start`) and stopped on shutdown (:meth:`stop`)."""
 
     def __init__(
-        self, deployment, options: AnalysisOptions, model: str, classifier: bool = True
+        self,
+        deployment,
+        options: AnalysisOptions,
+        model: str,
+        classifier: bool = True,
+        progressive=None,
+        promote=None,
     ) -> None:
+        """``progressive`` (a :class:`~nbmlops.serving.options.Progressive`) grows the weight
+        of a passing canary; ``promote(detail)`` moves the alias to it (a coroutine that
+        returns whether it moved)."""
         self.deployment = deployment
         self.classifier = classifier
         self.options = options
         self.model = model
+        self.progressive = progressive
+        self.promote = promote
         self.last: Verdict | None = None
         self.outcomes = {PASSED: 0, BREACHED: 0, INCONCLUSIVE: 0}
         self.rollback: str | None = None  # the reason, once the canary was rolled back
+        self.promoted: str | None = None  # the reason, once the canary was promoted
+        self.at_top = 0  # passing intervals at the top weight
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -277,10 +292,17 @@ class CanaryAnalysis:
                 pass
             self._task = None
 
+    @property
+    def done(self) -> bool:
+        """Nothing left to judge: the canary was rolled back, promoted, or replaced."""
+        return self.deployment.canary is None or self.rollback is not None or bool(self.promoted)
+
     async def _run(self) -> None:
         self.deployment.counts.take()  # start the first interval now
-        while True:
+        while not self.done:
             await asyncio.sleep(self.options.interval)
+            if self.done:
+                return
             try:
                 await self.analyse()
             except asyncio.CancelledError:
@@ -313,7 +335,46 @@ class CanaryAnalysis:
                 deployment.primary.version,
                 reason,
             )
+        elif verdict.outcome == PASSED and self.progressive is not None:
+            await self._progress()
         return verdict
+
+    async def _progress(self) -> None:
+        """After a passing interval: a step up, or one more interval at the top (and, after
+        ``promote_after`` of them, the promotion)."""
+        deployment, progressive = self.deployment, self.progressive
+        canary = deployment.canary
+        if deployment.weight < progressive.max_weight - 1e-9:
+            weight = round(
+                min(progressive.max_weight, deployment.weight + progressive.step_weight), 6
+            )
+            reason = f"canary v{canary.version} passed; weight {deployment.weight:g} -> {weight:g}"
+            deployment.set_weight(weight)
+            logger.info("%s", reason)
+            await self._event("step", reason, canary.version, deployment.primary.version)
+            return
+        self.at_top += 1
+        after = progressive.promote_after
+        if after is None or self.at_top < after or self.promote is None:
+            return
+        primary = deployment.primary.version
+        detail = (
+            f"canary v{canary.version} passed {self.at_top} intervals of "
+            f"{self.options.interval:g} s at weight {deployment.weight:g} (primary v{primary})"
+        )
+        self.promoted = detail
+        if await self.promote(detail):
+            reason = f"canary v{canary.version} promoted: {detail}"
+            await self._event("promote", reason, canary.version, primary)
+        else:
+            self.promoted = f"not promoted: the alias no longer points at v{primary}"
+            logger.warning("canary v%s %s", canary.version, self.promoted)
+
+    async def _event(self, kind: str, reason: str, version: str, primary: str) -> None:
+        log = self.deployment.primary.log
+        await asyncio.to_thread(
+            log.add_event, time.time(), self.model, kind, version, primary, reason
+        )
 
     def to_dict(self) -> dict:
         """What ``/metadata`` shows: the options and the last interval's verdict."""
@@ -326,4 +387,13 @@ class CanaryAnalysis:
             "intervals": dict(self.outcomes),
             "last": None if self.last is None else self.last.to_dict(),
             "rollback": self.rollback,
+            "progressive": None
+            if self.progressive is None
+            else {
+                "step_weight": self.progressive.step_weight,
+                "max_weight": self.progressive.max_weight,
+                "promote_after": self.progressive.promote_after,
+                "intervals_at_max": self.at_top,
+                "promoted": self.promoted,
+            },
         }

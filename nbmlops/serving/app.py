@@ -17,7 +17,9 @@ from nbmlops.serving.analysis import AnalysisOptions, CanaryAnalysis
 from nbmlops.serving.config import CANARY, SHADOW, ServerConfig, VersionConfig
 from nbmlops.serving.deployment import Deployment
 from nbmlops.serving.edge import EdgeMiddleware, ScoringRoutes
+from nbmlops.serving.follow import AliasFollower
 from nbmlops.serving.openapi import openapi_document
+from nbmlops.serving.options import Progressive
 from nbmlops.serving.protocols import check_v2_name, v2_metadata
 from nbmlops.serving.responses import (
     SERVER_FAILED,
@@ -69,21 +71,32 @@ def create_app(config: ServerConfig) -> FastAPI:
             shadow_fraction=config.shadow_fraction,
         )
         deployment.start()
+
+        def build(version_files: ArtifactFiles, version: str) -> Service:
+            return Service(
+                config, version_files, version=version, log=service.log, metrics=service.metrics
+            )
+
+        follower = AliasFollower(config, deployment, build)
+        follower.start()
         analysis = CanaryAnalysis(
             deployment,
             _analysis_options(config),
             config.name,
             classifier=files.schema.classes is not None,
+            progressive=_progressive(config),
+            promote=follower.promote,
         )
         analysis.start()
         # Loading leaves many long-lived objects; freezing them keeps full garbage collections
         # (pauses of 100+ ms under load) from scanning them again and again.
         gc.collect()
         gc.freeze()
-        state["service"] = service
         state["deployment"] = deployment
         state["analysis"] = analysis
+        state["follower"] = follower
         yield
+        await follower.stop()
         await analysis.stop()
         await deployment.stop()
 
@@ -98,7 +111,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     _answer_errors_in_one_envelope(app)
 
     def service() -> Service:
-        return state["service"]
+        return state["deployment"].primary
 
     def is_ready() -> bool:
         return "deployment" in state and all(
@@ -115,23 +128,26 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.get("/version", summary="Versions (MLflow's scoring-server route)")
     async def version() -> Response:
-        return json_response(_versions(config))
+        return json_response(_versions(config, service().version))
 
     @app.get("/ready", summary="Model loaded and scoring")
     async def ready() -> Response:
         if not is_ready():
             return json_response({"ready": False}, 503)
-        return json_response({"ready": True, "model": config.name, "version": config.version})
+        return json_response({"ready": True, "model": config.name, "version": service().version})
 
     @app.get("/metadata", summary="Name, version, aliases, schema, metrics, lineage")
     async def metadata() -> Response:
-        files = service().files
+        answering = service()
+        files = answering.files
+        follower = state["follower"]
         return json_response(
             {
                 "name": config.name,
-                "version": config.version,
-                "aliases": list(config.aliases),
+                "version": answering.version,
+                "aliases": _aliases(config, answering.version),
                 "routes": state["deployment"].routes(),
+                "follow": follower.to_dict() if follower.alias else None,
                 **_analysis_shown(state),
                 "task": files.schema.task,
                 "schema": files.schema.to_dict(),
@@ -153,7 +169,11 @@ def create_app(config: ServerConfig) -> FastAPI:
     @app.get("/v2", summary="Open Inference Protocol: server metadata")
     async def v2_server() -> Response:
         return json_response(
-            {"name": "nbmlops", "version": _versions(config)["nbmlops"], "extensions": []}
+            {
+                "name": "nbmlops",
+                "version": _versions(config, config.version)["nbmlops"],
+                "extensions": [],
+            }
         )
 
     @app.get("/v2/health/live", summary="Open Inference Protocol: live")
@@ -166,22 +186,22 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.get("/v2/models/{model_name}", summary="Open Inference Protocol: model metadata")
     async def v2_model_metadata(model_name: str) -> Response:
-        check_v2_name(model_name, None, config)
+        check_v2_name(model_name, None, config, service().version)
         return json_response(v2_metadata(config, service()))
 
     @app.get("/v2/models/{model_name}/versions/{model_version}", include_in_schema=False)
     async def v2_version_metadata(model_name: str, model_version: str) -> Response:
-        check_v2_name(model_name, model_version, config)
+        check_v2_name(model_name, model_version, config, service().version)
         return json_response(v2_metadata(config, service()))
 
     @app.get("/v2/models/{model_name}/ready", summary="Open Inference Protocol: model ready")
     async def v2_model_ready(model_name: str) -> Response:
-        check_v2_name(model_name, None, config)
+        check_v2_name(model_name, None, config, service().version)
         return json_response({"name": config.name, "ready": is_ready()}, 200 if is_ready() else 503)
 
     @app.get("/v2/models/{model_name}/versions/{model_version}/ready", include_in_schema=False)
     async def v2_version_ready(model_name: str, model_version: str) -> Response:
-        check_v2_name(model_name, model_version, config)
+        check_v2_name(model_name, model_version, config, service().version)
         return json_response({"name": config.name, "ready": is_ready()}, 200 if is_ready() else 503)
 
     return app
@@ -228,10 +248,24 @@ def _analysis_options(config: ServerConfig) -> AnalysisOptions:
     )
 
 
+def _progressive(config: ServerConfig) -> Progressive | None:
+    if config.canary is None or (config.step_weight <= 0 and config.promote_after is None):
+        return None
+    return Progressive(config.step_weight, config.max_weight, config.promote_after)
+
+
+def _aliases(config: ServerConfig, version: str) -> list[str]:
+    """The aliases of the version answering, as far as the server knows: those it started
+    with, or the one it followed to this version."""
+    if version == config.version:
+        return list(config.aliases)
+    return [config.follow] if config.follow else []
+
+
 def _analysis_shown(state: dict) -> dict:
     """``/metadata``'s ``analysis`` (with a canary): the options and the last verdict."""
     analysis = state.get("analysis")
-    if analysis is None or analysis.deployment.canary is None:
+    if analysis is None or analysis.deployment.canary is None and not analysis.promoted:
         return {}
     return {"analysis": analysis.to_dict()}
 
@@ -245,14 +279,14 @@ def _read(other: VersionConfig | None):
     return other, files
 
 
-def _versions(config: ServerConfig) -> dict:
+def _versions(config: ServerConfig, answering: str) -> dict:
     from importlib.metadata import version
 
     return {
         "nbmlops": version("nbmlops"),
         "mlflow": version("mlflow"),
         "model": config.name,
-        "model_version": config.version,
+        "model_version": answering,
     }
 
 

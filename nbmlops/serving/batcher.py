@@ -83,6 +83,14 @@ class MicroBatcher:
         """False while the batch loop is down (between a failure and its restart)."""
         return self._healthy
 
+    async def drain(self, timeout: float) -> None:
+        """Stop once every request submitted has its answer (or after ``timeout`` seconds):
+        how a version that no longer answers is retired."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (self._queue or self._active) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        await self.stop()
+
     async def stop(self) -> None:
         if self._task is not None:
             while self._queue:

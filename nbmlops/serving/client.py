@@ -111,6 +111,19 @@ class ServerHandle:
                 "(%mlops_serve --list)"
             ) from None
 
+    def current(self) -> tuple[str, tuple]:
+        """The version answering and the routes with their weights now, from ``/metadata``
+        (a canary's weight moves, an alias is followed); as started if the server is silent."""
+        req = urllib.request.Request(self.url + "/metadata")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=2) as resp:
+                shown = json.loads(resp.read())
+            return str(shown["version"]), tuple(shown["routes"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return self.version, self.routes
+
     def stop(self) -> None:
         """Stop the server gracefully (it finishes and logs what it is scoring)."""
         terminate(self.pid, self.pid_created)
@@ -136,9 +149,10 @@ class ServerHandle:
         )
 
     def __repr__(self) -> str:
-        routes = f"\n  routes: {routes_text(self.routes)}" if len(self.routes) > 1 else ""
+        version, now = self.current() if self.alive else (self.version, self.routes)
+        routes = f"\n  routes: {routes_text(now)}" if len(now) > 1 else ""
         return (
-            f"Serving {self.model} v{self.version} at {self.url} (docs: {self.docs_url}, "
+            f"Serving {self.model} v{version} at {self.url} (docs: {self.docs_url}, "
             f"pid {self.pid}){routes}\n  {self.curl_example()}"
         )
 
@@ -151,10 +165,11 @@ class ServerList:
     stopped: bool = False
 
     def _rows(self) -> list[tuple[str, ...]]:
-        return [
-            (h.model, f"v{h.version}", h.url, str(h.pid), routes_text(h.routes))
-            for h in self.servers
-        ]
+        rows = []
+        for h in self.servers:
+            version, routes = (h.version, h.routes) if self.stopped else h.current()
+            rows.append((h.model, f"v{version}", h.url, str(h.pid), routes_text(routes)))
+        return rows
 
     def _repr_html_(self) -> str:
         import html

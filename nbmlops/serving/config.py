@@ -20,9 +20,19 @@ class VersionConfig:
 
 
 @dataclass(frozen=True)
+class Store:
+    """The store the server's models came from (:class:`nbmlops.config.Settings`, as text)."""
+
+    home: str
+    tracking_uri: str
+    registry_uri: str
+    embedded: bool
+
+
+@dataclass(frozen=True)
 class ServerConfig:
-    """Everything a server process needs; the parent resolves the model, the server never
-    touches the registry."""
+    """Everything a server process needs. The parent resolves the models; the server reads
+    the registry only to follow ``follow`` (the primary's alias) and to promote a canary."""
 
     artifact: str
     name: str
@@ -50,6 +60,14 @@ class ServerConfig:
     max_p99_ms: float = 500.0
     min_requests: int = 20
     max_prediction_drift: float | None = None  # None: the monitor's drift thresholds
+    # progressive delivery (see nbmlops.serving.options.Progressive); promote_after None: never
+    step_weight: float = 0.0
+    max_weight: float = 0.0
+    promote_after: int | None = None
+    # the alias the primary was addressed by, which the server follows (None: pinned)
+    follow: str | None = None
+    follow_interval: float = 2.0
+    store: Store | None = None  # where the registry is, for following and promoting
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -61,4 +79,6 @@ class ServerConfig:
         for key in ("canary", "shadow"):
             if data.get(key) is not None:
                 data[key] = VersionConfig(**data[key])
+        if data.get("store") is not None:
+            data["store"] = Store(**data["store"])
         return cls(**data)

@@ -20,9 +20,9 @@ import json
 import random
 import time
 
-from nbmlops.errors import UsageError
 from nbmlops.serving.analysis import IntervalCounts
 from nbmlops.serving.config import CANARY, PRIMARY, SHADOW
+from nbmlops.serving.options import check_share
 from nbmlops.serving.responses import HTTPProblem, logger
 from nbmlops.serving.service import Service
 
@@ -30,17 +30,6 @@ from nbmlops.serving.service import Service
 MAX_SHADOW_PENDING = 256
 #: How long stopping waits for the shadow requests still scoring.
 SHADOW_DRAIN_SECONDS = 5.0
-
-
-def check_share(value: float, option: str) -> float:
-    """``value`` as a share of requests in [0, 1]; else a :class:`UsageError`."""
-    try:
-        share = float(value)
-    except (TypeError, ValueError):
-        share = float("nan")
-    if not 0.0 <= share <= 1.0:
-        raise UsageError(f"{option} {value!r} is not a share of requests: give a number in [0, 1]")
-    return share
 
 
 def sticky_share(value: str) -> float:
@@ -89,6 +78,25 @@ class Deployment:
         self.primary.metrics.set_weight(PRIMARY, self.primary.version, 1.0 - self.weight)
         if self.canary is not None:
             self.primary.metrics.set_weight(CANARY, self.canary.version, self.weight)
+
+    def replace_primary(self, service: Service) -> list[Service]:
+        """Answer with ``service`` (already started) from now on; a canary or shadow of its
+        version is no longer needed. Returns the services replaced, to drain."""
+        before, replaced = self.primary, [self.primary]
+        self.primary = service
+        metrics = service.metrics
+        metrics.set_weight(PRIMARY, before.version, 0.0)
+        metrics.answering(service.version, before.version)
+        if self.canary is not None and self.canary.version == service.version:
+            metrics.set_weight(CANARY, self.canary.version, 0.0)
+            replaced.append(self.canary)
+            self.canary = None
+        if self.shadow is not None and self.shadow.version == service.version:
+            metrics.set_weight(SHADOW, self.shadow.version, 0.0)
+            replaced.append(self.shadow)
+            self.shadow = None
+        self.set_weight(self.weight if self.canary is not None else 0.0)
+        return replaced
 
     def routes(self) -> list[dict]:
         """Each route with its version and share of requests, as ``/metadata`` shows them."""

@@ -83,7 +83,8 @@ class EdgeMiddleware:
             status = 499  # the client left before sending its whole body
         finally:
             # under the route and version that answered (the primary's unless a canary did)
-            service = scope["state"].get("answered_by") or self.scoring.state.get("service")
+            deployment = self.scoring.state.get("deployment")
+            service = scope["state"].get("answered_by") or (deployment and deployment.primary)
             if service is not None:
                 service.metrics.observe_request(
                     _endpoint(path),
@@ -206,7 +207,7 @@ class ScoringRoutes:
     @property
     def service(self) -> Service:
         """The primary: its schema reads the request, its log takes feedback."""
-        return self.state["service"]
+        return self.state["deployment"].primary
 
     @property
     def deployment(self) -> Deployment:
@@ -273,7 +274,7 @@ class ScoringRoutes:
         return json_response({"recorded": len(items)})
 
     async def v2_infer(self, call: _Call) -> Response:
-        check_v2_name(call.model_name, call.model_version, self.config)
+        check_v2_name(call.model_name, call.model_version, self.config, self.service.version)
         payload = parse_json(call.body)
         records = v2_records(payload, self.service.schema)
         if call.model_version is not None:  # a version named in the path: that one answers

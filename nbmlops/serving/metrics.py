@@ -102,11 +102,13 @@ class ServerMetrics:
         )
         self.info = Gauge(
             "nbmlops_model_info",
-            "The model this server serves (always 1)",
+            "The version this server answers with as primary (1); one it answered with before "
+            "it followed its alias (0)",
             ["model", "version", "task"],
             registry=self.registry,
             multiprocess_mode="max",
         )
+        self.name, self.task = name, schema.task
         self.info.labels(model=name, version=version, task=schema.task).set(1)
         self.classification = schema.classes is not None
         if self.classification:
@@ -150,6 +152,11 @@ class ServerMetrics:
 
     def set_weight(self, route: str, version: str, weight: float) -> None:
         self.route_weight.labels(route=route, version=version).set(weight)
+
+    def answering(self, version: str, before: str) -> None:
+        """``version`` replaced ``before`` as the primary."""
+        self.info.labels(model=self.name, version=before, task=self.task).set(0)
+        self.info.labels(model=self.name, version=version, task=self.task).set(1)
 
     def records_accepted(self, n: int, route: str, version: str) -> None:
         self.records.labels(route=route, version=version).inc(n)

@@ -27,8 +27,7 @@ from pathlib import Path
 from nbmlops.artifact.files import DIGEST_TAG, manifest_digest
 from nbmlops.config import Settings
 from nbmlops.errors import ArtifactModifiedError, ServingError, UsageError
-from nbmlops.registry.registry import Registry
-from nbmlops.serving.analysis import analysis_options
+from nbmlops.registry.registry import PRODUCTION, Registry, parse_ref
 from nbmlops.serving.client import (
     ServerHandle,
     process_created,
@@ -36,8 +35,8 @@ from nbmlops.serving.client import (
     send_signal,
     terminate,
 )
-from nbmlops.serving.config import CANARY, PRIMARY, SHADOW, ServerConfig, VersionConfig
-from nbmlops.serving.deployment import check_share
+from nbmlops.serving.config import CANARY, PRIMARY, SHADOW, ServerConfig, Store, VersionConfig
+from nbmlops.serving.options import ServeOptions
 
 READY_TIMEOUT = 120.0
 #: The token a server requires when none is passed: unlike ``--token``, not visible in ``ps``.
@@ -47,65 +46,34 @@ TOKEN_ENV = "NBMLOPS_TOKEN"
 _started: list[ServerHandle] = []
 
 
-def build_config(
-    model: str,
-    *,
-    settings: Settings,
-    host: str = "127.0.0.1",
-    port: int | None = None,
-    token: str | None = None,
-    insecure: bool = False,
-    unknown_categories: str = "reject",
-    max_records: int | None = None,
-    max_body_bytes: int | None = None,
-    canary: str | None = None,
-    weight: float | None = None,
-    sticky: str | None = None,
-    shadow: str | None = None,
-    shadow_fraction: float | None = None,
-    analysis_interval: float | None = None,
-    max_error_rate: float | None = None,
-    max_p99_ms: float | None = None,
-    min_requests: int | None = None,
-    max_prediction_drift: float | None = None,
-) -> ServerConfig:
-    """Resolve ``model`` (and a ``canary`` or ``shadow``) in the registry and check the
-    security defaults and the rollout options.
+def build_config(model: str, settings: Settings, options: ServeOptions) -> ServerConfig:
+    """Resolve ``model`` (and a canary or shadow) in the registry and check the security
+    defaults and the rollout options.
 
-    Without ``token``, the server requires the one in ``NBMLOPS_TOKEN``, if set: an explicit
-    token wins over the environment.
+    Without ``options.token``, the server requires the one in ``NBMLOPS_TOKEN``, if set: an
+    explicit token wins over the environment.
     """
-    _check_rollout(canary, weight, sticky, shadow, shadow_fraction)
-    given = {
-        "--analysis-interval": analysis_interval,
-        "--max-error-rate": max_error_rate,
-        "--max-p99-ms": max_p99_ms,
-        "--min-requests": min_requests,
-        "--max-prediction-drift": max_prediction_drift,
-    }
-    if canary is None and any(v is not None for v in given.values()):
-        option = next(k for k, v in given.items() if v is not None)
-        raise UsageError(f"{option} needs --canary MODEL, the version the analysis judges")
-    analysis = analysis_options(
-        analysis_interval, max_error_rate, max_p99_ms, min_requests, max_prediction_drift
-    )
-    token = token or os.environ.get(TOKEN_ENV) or None
-    if not _is_loopback(host) and not token and not insecure:
+    options.check()
+    token = options.token or os.environ.get(TOKEN_ENV) or None
+    if not _is_loopback(options.host) and not token and not options.insecure:
         raise UsageError(
-            f"--host {host} exposes the model beyond this machine; set {TOKEN_ENV}=SECRET "
-            "in the environment or pass --token SECRET (clients then send 'Authorization: "
-            "Bearer SECRET'), or pass --insecure to allow it"
-        )
-    if unknown_categories not in ("reject", "allow"):
-        raise UsageError(
-            f"--unknown-categories {unknown_categories!r}: choose 'reject' (default) or 'allow'"
+            f"--host {options.host} exposes the model beyond this machine; set "
+            f"{TOKEN_ENV}=SECRET in the environment or pass --token SECRET (clients then send "
+            "'Authorization: Bearer SECRET'), or pass --insecure to allow it"
         )
     registry = Registry(settings)
     version, artifact, registered = _resolve(registry, model)
+    follow = _followed_alias(model, version)
     others = {}
-    for option, address in (("--canary", canary), ("--shadow", shadow)):
+    for option, address in (("--canary", options.canary), ("--shadow", options.shadow)):
         if address is not None:
             others[option] = _second_version(registry, option, address, version)
+    analysis, progressive = options.analysis(), options.progressive()
+    if progressive is not None and progressive.promote_after is not None and follow is None:
+        raise UsageError(
+            f"--promote-after moves the alias the primary was served from, and {model!r} "
+            f"names no alias: serve {version.name}@production (or another alias)"
+        )
     config = ServerConfig(
         artifact=str(artifact),
         artifact_sha256=registered,
@@ -113,24 +81,42 @@ def build_config(
         version=version.version,
         aliases=version.aliases,
         log_path=str(settings.home / "predictions.db"),
-        host=host,
-        port=port or free_port(host),
+        host=options.host,
+        port=options.port or free_port(options.host),
         token=token,
-        unknown_categories=unknown_categories,
+        unknown_categories=options.unknown_categories,
         metrics=dict(version.metrics),
         canary=others.get("--canary"),
-        weight=check_share(0.1 if weight is None else weight, "--weight") if canary else 0.0,
-        sticky=sticky or None,
+        weight=options.start_weight(),
+        sticky=options.sticky or None,
         shadow=others.get("--shadow"),
-        shadow_fraction=1.0 if shadow_fraction is None else shadow_fraction,
+        shadow_fraction=1.0 if options.shadow_fraction is None else options.shadow_fraction,
         analysis_interval=analysis.interval,
         max_error_rate=analysis.max_error_rate,
         max_p99_ms=analysis.max_p99_ms,
         min_requests=analysis.min_requests,
         max_prediction_drift=analysis.max_prediction_drift,
+        step_weight=progressive.step_weight if progressive else 0.0,
+        max_weight=progressive.max_weight if progressive else options.start_weight(),
+        promote_after=progressive.promote_after if progressive else None,
+        follow=follow,
+        store=Store(
+            str(settings.home), settings.tracking_uri, settings.registry_uri, settings.embedded
+        ),
     )
-    limits = {"max_records": max_records, "max_body_bytes": max_body_bytes}
+    limits = {"max_records": options.max_records, "max_body_bytes": options.max_body_bytes}
     return replace(config, **{k: v for k, v in limits.items() if v is not None})
+
+
+def _followed_alias(model: str, version) -> str | None:
+    """The alias a server on ``model`` follows: the one it names (``NAME@ALIAS``), or
+    ``production`` for a bare ``NAME`` that resolved through it; None for a pinned version."""
+    _, pinned, alias = parse_ref(model)
+    if alias is not None:
+        return alias
+    if pinned is None and PRODUCTION in version.aliases:
+        return PRODUCTION
+    return None
 
 
 def serve(
@@ -149,6 +135,9 @@ def serve(
     sticky: str | None = None,
     shadow: str | None = None,
     shadow_fraction: float | None = None,
+    step_weight: float | None = None,
+    max_weight: float | None = None,
+    promote_after: int | None = None,
     analysis_interval: float | None = None,
     max_error_rate: float | None = None,
     max_p99_ms: float | None = None,
@@ -159,7 +148,10 @@ def serve(
 ) -> ServerHandle:
     """Start a prediction server for ``model`` in its own process and wait until it is ready.
 
-    Without ``token``, the server requires the one in ``NBMLOPS_TOKEN`` when that is set.
+    Without ``token``, the server requires the one in ``NBMLOPS_TOKEN`` when that is set. A
+    server on ``NAME@ALIAS`` (or a bare ``NAME`` served from ``production``) follows the alias:
+    when it moves, the new version answers within seconds, without a restart or a failed
+    request.
 
     Rollout: ``canary`` (another version of the same model) answers ``weight`` of the requests
     (default 0.1), picked at random or, with ``sticky`` (a header name), by a hash of that
@@ -171,12 +163,15 @@ def serve(
     predictions against the primary's by the monitor's drift test (``max_prediction_drift``: its
     effect size limit); a breach sets its weight to 0 at once (an automatic rollback, shown by
     the monitor). An interval with fewer than ``min_requests`` (20) canary requests is
-    inconclusive.
+    inconclusive. Progressive delivery: each passing interval adds ``step_weight`` up to
+    ``max_weight`` (default 0.5); after ``promote_after`` passing intervals at ``max_weight``
+    the canary's version takes the primary's alias (``previous`` set, reason ``progressive``).
     """
     settings = settings or Settings.from_env()
-    options = dict(
+    options = ServeOptions(
         host=host,
         port=port,
+        workers=workers,
         token=token,
         insecure=insecure,
         unknown_categories=unknown_categories,
@@ -187,22 +182,25 @@ def serve(
         sticky=sticky,
         shadow=shadow,
         shadow_fraction=shadow_fraction,
+        step_weight=step_weight,
+        max_weight=max_weight,
+        promote_after=promote_after,
         analysis_interval=analysis_interval,
         max_error_rate=max_error_rate,
         max_p99_ms=max_p99_ms,
         min_requests=min_requests,
         max_prediction_drift=max_prediction_drift,
     )
-    handle, proc = _start(model, settings, workers, os.getpid(), options, background=True)
+    handle, proc = _start(model, settings, os.getpid(), options, background=True)
     _wait_ready(handle, proc, timeout)
     _write_record(record_path(_servers_dir(settings), handle.port), handle)
     _started.append(handle)
     return handle
 
 
-def serve_foreground(model: str, settings: Settings, workers: int = 1, **options) -> int:
+def serve_foreground(model: str, settings: Settings, options: ServeOptions) -> int:
     """``nbmlops serve``: run a server until Ctrl-C or SIGTERM; returns its exit code."""
-    handle, proc = _start(model, settings, workers, os.getpid(), options, background=False)
+    handle, proc = _start(model, settings, os.getpid(), options, background=False)
     record = record_path(_servers_dir(settings), handle.port)
 
     def forward(signum, frame):
@@ -222,21 +220,27 @@ def serve_foreground(model: str, settings: Settings, workers: int = 1, **options
             terminate(handle.pid, handle.pid_created)
 
 
-def _start(model, settings, workers, parent_pid, options, background):
+def _start(model, settings, parent_pid, options: ServeOptions, background):
     """Spawn the server process first (it imports its libraries meanwhile), then resolve the
     model in the registry and hand the process its configuration."""
     servers = _servers_dir(settings)
     log_file = servers / f"server-{time.time_ns()}.log"
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "nbmlops.serving.worker", str(workers), str(parent_pid or 0)],
+            [
+                sys.executable,
+                "-m",
+                "nbmlops.serving.worker",
+                str(options.workers),
+                str(parent_pid or 0),
+            ],
             stdin=subprocess.PIPE,
             stdout=log if background else None,
             stderr=subprocess.STDOUT if background else None,
             start_new_session=True,
         )
     try:
-        config = build_config(model, settings=settings, **options)
+        config = build_config(model, settings, options)
         for running in list_servers(settings):
             if running.port == config.port:
                 raise UsageError(
@@ -276,25 +280,6 @@ def _routes(config: ServerConfig) -> tuple[dict, ...]:
         fraction = config.shadow_fraction
         routes.append({"route": SHADOW, "version": config.shadow.version, "fraction": fraction})
     return tuple(routes)
-
-
-def _check_rollout(canary, weight, sticky, shadow, shadow_fraction) -> None:
-    """The rollout options fit together, before anything is resolved."""
-    if canary and shadow:
-        raise UsageError(
-            "--canary and --shadow together: run one at a time (a shadow first, then a canary)"
-        )
-    if canary is None and (weight is not None or sticky):
-        option = "--weight" if weight is not None else "--sticky"
-        raise UsageError(f"{option} needs --canary MODEL, the version it sends requests to")
-    if shadow is None and shadow_fraction is not None:
-        raise UsageError("--shadow-fraction needs --shadow MODEL, the version that scores them")
-    if weight is not None:
-        check_share(weight, "--weight")
-    if shadow_fraction is not None:
-        check_share(shadow_fraction, "--shadow-fraction")
-    if sticky is not None and (not sticky.strip() or not sticky.isascii() or ":" in sticky):
-        raise UsageError(f"--sticky {sticky!r} is not a header name: give e.g. X-User-Id")
 
 
 def _resolve(registry: Registry, model: str):

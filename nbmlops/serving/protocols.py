@@ -215,16 +215,19 @@ def _v2_prediction_datatype(classes) -> str:
     return "BYTES"
 
 
-def check_v2_name(model_name: str, model_version: str | None, config: ServerConfig) -> None:
+def check_v2_name(
+    model_name: str, model_version: str | None, config: ServerConfig, version: str
+) -> None:
+    """A 404 unless the path names this server's model (and ``version``, the one answering)."""
     if model_name != config.name:
         raise HTTPProblem(
             404, f"model {model_name!r} is not served here; this server serves {config.name!r}"
         )
-    if model_version is not None and model_version != config.version:
+    if model_version is not None and model_version != version:
         raise HTTPProblem(
             404,
             f"version {model_version!r} of {config.name!r} is not served here; this server "
-            f"serves version {config.version}",
+            f"serves version {version}",
         )
 
 
@@ -240,7 +243,7 @@ def v2_metadata(config: ServerConfig, service: Service) -> dict:
         outputs.append({"name": "proba", "datatype": "FP64", "shape": [-1, len(service.classes)]})
     return {
         "name": config.name,
-        "versions": [config.version],
+        "versions": [service.version],
         "platform": "nbmlops",
         "inputs": [
             {"name": c.name, "datatype": _v2_datatype(c), "shape": [-1]}
@@ -348,7 +351,7 @@ def v2_response(config: ServerConfig, service: Service, answers: list[dict], pay
         )
     response = {
         "model_name": config.name,
-        "model_version": config.version,
+        "model_version": service.version,
         "outputs": outputs,
         "parameters": {"ids": [a["id"] for a in answers]},
     }

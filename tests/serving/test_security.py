@@ -18,6 +18,7 @@ import pytest
 from nbmlops.datasets import make_churn
 from nbmlops.errors import UsageError
 from nbmlops.serving.client import ServerHandle, record_path
+from nbmlops.serving.options import ServeOptions
 from nbmlops.serving.process import build_config, free_port, list_servers, serve, stop_servers
 from tests.served_model import store_fixture  # noqa: F401 - a fixture
 
@@ -104,9 +105,9 @@ def test_an_explicit_token_wins_over_the_environment(store, monkeypatch):
 
 def test_a_token_in_the_environment_counts_for_a_host_beyond_loopback(store, monkeypatch):
     with pytest.raises(UsageError, match="NBMLOPS_TOKEN"):
-        build_config("churn", settings=store, host="0.0.0.0")
+        build_config("churn", store, ServeOptions(host="0.0.0.0"))
     monkeypatch.setenv("NBMLOPS_TOKEN", SECRET)
-    config = build_config("churn", settings=store, host="0.0.0.0")
+    config = build_config("churn", store, ServeOptions(host="0.0.0.0"))
     assert config.token == SECRET
     assert SECRET not in repr(config)
 
