@@ -265,7 +265,7 @@ def _aliases(config: ServerConfig, version: str) -> list[str]:
 def _analysis_shown(state: dict) -> dict:
     """``/metadata``'s ``analysis`` (with a canary): the options and the last verdict."""
     analysis = state.get("analysis")
-    if analysis is None or analysis.deployment.canary is None and not analysis.promoted:
+    if analysis is None or (analysis.deployment.canary is None and not analysis.promoted):
         return {}
     return {"analysis": analysis.to_dict()}
 

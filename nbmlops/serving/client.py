@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import psutil
@@ -164,7 +165,9 @@ class ServerList:
     servers: list[ServerHandle]
     stopped: bool = False
 
+    @cached_property
     def _rows(self) -> list[tuple[str, ...]]:
+        """One row per server, read once (a notebook shows both the HTML and the text)."""
         rows = []
         for h in self.servers:
             version, routes = (h.version, h.routes) if self.stopped else h.current()
@@ -179,7 +182,7 @@ class ServerList:
         head = "".join(f"<th>{h}</th>" for h in ("model", "version", "url", "pid", "routes"))
         body = "".join(
             "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-            for row in self._rows()
+            for row in self._rows
         )
         title = "Stopped" if self.stopped else "Running"
         return f"<b>{title}</b><table><tr>{head}</tr>{body}</table>"
@@ -188,7 +191,7 @@ class ServerList:
         if not self.servers:
             return "no servers stopped" if self.stopped else "no servers running"
         title = "stopped" if self.stopped else "running"
-        lines = [f"{title}:"] + ["  " + "  ".join(row) for row in self._rows()]
+        lines = [f"{title}:"] + ["  " + "  ".join(row) for row in self._rows]
         return "\n".join(lines)
 
 

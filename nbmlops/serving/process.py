@@ -68,7 +68,11 @@ def build_config(model: str, settings: Settings, options: ServeOptions) -> Serve
     for option, address in (("--canary", options.canary), ("--shadow", options.shadow)):
         if address is not None:
             others[option] = _second_version(registry, option, address, version)
-    analysis, progressive = options.analysis(), options.progressive()
+    analysis, progressive, weight = (
+        options.analysis(),
+        options.progressive(),
+        options.start_weight(),
+    )
     if progressive is not None and progressive.promote_after is not None and follow is None:
         raise UsageError(
             f"--promote-after moves the alias the primary was served from, and {model!r} "
@@ -87,7 +91,7 @@ def build_config(model: str, settings: Settings, options: ServeOptions) -> Serve
         unknown_categories=options.unknown_categories,
         metrics=dict(version.metrics),
         canary=others.get("--canary"),
-        weight=options.start_weight(),
+        weight=weight,
         sticky=options.sticky or None,
         shadow=others.get("--shadow"),
         shadow_fraction=1.0 if options.shadow_fraction is None else options.shadow_fraction,
@@ -97,7 +101,7 @@ def build_config(model: str, settings: Settings, options: ServeOptions) -> Serve
         min_requests=analysis.min_requests,
         max_prediction_drift=analysis.max_prediction_drift,
         step_weight=progressive.step_weight if progressive else 0.0,
-        max_weight=progressive.max_weight if progressive else options.start_weight(),
+        max_weight=progressive.max_weight if progressive else weight,
         promote_after=progressive.promote_after if progressive else None,
         follow=follow,
         store=Store(
