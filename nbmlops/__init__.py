@@ -1,7 +1,7 @@
 """nbmlops: from a Jupyter notebook to a production prediction service, and keep it healthy.
 
 In a notebook: ``%load_ext nbmlops``, then ``%%mlops_package`` and ``%mlops_serve``. In scripts:
-:func:`package`, :func:`load`, :func:`serve`, :func:`monitor`, :func:`retrain`, :func:`promote`,
+:func:`package`, :func:`load`, :func:`predict`, :func:`serve`, :func:`monitor`, :func:`retrain`, :func:`promote`,
 :func:`rollback`, :func:`history`. Names are imported on first use, so that
 ``import nbmlops`` (and the command line) start fast.
 """
@@ -37,6 +37,8 @@ _LAZY = {
     "AliasEvent": "nbmlops.registry.history",
     "history": "nbmlops.registry.history",
     "JobResult": "nbmlops.jobs.retrain",
+    "BatchResult": "nbmlops.batch.run",
+    "predict": "nbmlops.batch.run",
     "retrain": "nbmlops.jobs.retrain",
 }
 
@@ -44,6 +46,7 @@ __all__ = [
     "AliasEvent",
     "ArtifactError",
     "ArtifactModifiedError",
+    "BatchResult",
     "CaptureError",
     "JobResult",
     "LoadedModel",
@@ -62,6 +65,7 @@ __all__ = [
     "load_ipython_extension",
     "monitor",
     "package",
+    "predict",
     "promote",
     "retrain",
     "rollback",

@@ -199,6 +199,65 @@ def serve_options(args: argparse.Namespace) -> dict:
     return {f.name: getattr(args, f.name) for f in fields(ServeOptions)}
 
 
+def predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``predict MODEL INPUT OUTPUT [options]``: the CLI's and ``%mlops_predict``'s."""
+    parser.description = (
+        "Score a CSV or Parquet file (or a folder of Parquet files) in chunks. Rows that fail "
+        "the model's schema are not scored: they go to OUTPUT's sibling *.rejected.* with a "
+        "reason each. Exit codes: 0 every row scored, 4 some rows rejected (the others "
+        "written), 1 failure, 2 usage error."
+    )
+    parser.add_argument("model", help="NAME, NAME@ALIAS, NAME@v3 or an artifact folder")
+    parser.add_argument("input", help="a .csv or .parquet file, or a folder of Parquet files")
+    parser.add_argument(
+        "output", help="a .csv or .parquet file, or a folder for Parquet parts"
+    )
+    parser.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="rows read and scored at once; memory grows with it, not with the file "
+        "(default 100000)",
+    )
+    parser.add_argument(
+        "--id-column", metavar="COLUMN", help="an input column copied to the output (a key)"
+    )
+    parser.add_argument("--engine", choices=("local", "dask"), default="local")
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="a Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: a LocalCluster)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="worker processes of the LocalCluster (default 2)",
+    )
+    parser.add_argument(
+        "--log",
+        action="store_true",
+        help="add every row to the prediction log (route batch), for the monitor",
+    )
+    parser.add_argument(
+        "--unknown-categories",
+        choices=("reject", "allow"),
+        default="reject",
+        help="reject (default) or score rows with categories training never saw",
+    )
+    return parser
+
+
+def predict_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of ``nbmlops.predict`` that ``predict_arguments`` parsed."""
+    names = ("chunk_rows", "id_column", "engine", "scheduler", "workers", "log")
+    return {name: getattr(args, name) for name in names} | {
+        "unknown_categories": args.unknown_categories
+    }
+
+
 def monitor_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """``%mlops_monitor MODEL [--window DURATION] [--since TIME]`` (the magic adds
     ``--refresh``, the CLI ``--json`` and ``--html``)."""

@@ -8,7 +8,13 @@ import json
 import sys
 from pathlib import Path
 
-from nbmlops.arguments import monitor_arguments, serve_arguments, serve_options
+from nbmlops.arguments import (
+    monitor_arguments,
+    predict_arguments,
+    predict_options,
+    serve_arguments,
+    serve_options,
+)
 from nbmlops.errors import NbmlopsError, RegistryError, UsageError
 from nbmlops.serving.options import ServeOptions
 
@@ -54,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     watch = monitor_arguments(verbs.add_parser("monitor", help="drift, latency, errors, staleness"))
     watch.add_argument("--json", action="store_true", help="print the report as one JSON object")
     watch.add_argument("--html", type=Path, metavar="FILE", help="write the report as HTML")
+
+    predict_arguments(verbs.add_parser("predict", help="score a CSV or Parquet file in chunks"))
 
     job = verbs.add_parser("retrain", help="run the training notebook, gate, promote")
     job.description = (
@@ -125,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             return _monitor(args)
         if args.verb == "retrain":
             return _retrain(args)
+        if args.verb == "predict":
+            return _predict(args)
         return _demo(args)
     except UsageError as exc:
         print(f"nbmlops: {exc}", file=sys.stderr)
@@ -259,6 +269,14 @@ def _monitor(args: argparse.Namespace) -> int:
         )
     print(json.dumps(report.to_dict(), indent=1) if args.json else repr(report))
     return EXIT_FAILED if report.status == ALERT else 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from nbmlops.batch.run import predict
+
+    result = predict(args.model, args.input, args.output, **predict_options(args))
+    print(result.summary())
+    return result.exit_code
 
 
 def _retrain(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ Every message says what happened, shows the offending value and says what to do:
     │   └── ModelNotFoundError     no registered model or version answers an address
     ├── ValidationError ....... request records that do not match the schema (HTTP 422)
     ├── ServingError .......... a prediction server that cannot start, answer or stop
+    ├── BatchError ............ a batch input that cannot be read or scored (exit 1)
     └── NotebookError ......... a notebook nbmlops runs (the demo) that fails in a cell
 """
 
@@ -94,6 +95,10 @@ class ValidationError(NbmlopsError):
 
 class ServingError(NbmlopsError):
     """A prediction server could not start, answer or stop."""
+
+
+class BatchError(NbmlopsError):
+    """A batch input that cannot be read or scored: a missing file, column or format."""
 
 
 class NotebookError(NbmlopsError):

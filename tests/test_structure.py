@@ -21,6 +21,7 @@ LAYERS = {
     "serving": 3,
     "monitoring": 3,
     "jobs": 3,
+    "batch": 3,
     "cli": 4,
     "magics": 4,
     "arguments": 4,

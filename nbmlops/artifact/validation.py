@@ -7,6 +7,7 @@ error lists each offending record index and field.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,8 @@ REJECT = "reject"
 ALLOW = "allow"
 MAX_PROBLEMS = 50
 NULL_NOT_ALLOWED = "null is not allowed: training data had no missing values here"
+#: What to say of an offending value: a message, or a function of the value that returns one.
+_Say = str | Callable[[object], str]
 
 
 @dataclass(frozen=True)
@@ -115,48 +118,76 @@ class Validator:
     def check_frame(self, frame: pd.DataFrame) -> None:
         """Raise :class:`ValidationError` naming each offending row (by position) and column
         of ``frame``: the checks of :meth:`check`, vectorised for frames of any size."""
-        problems = [
-            Problem(None, name, "missing column") for name in self._names if name not in frame
-        ]
+        problems = self._missing_columns(frame)
         for column in self.schema.columns:
-            if column.name in frame:
-                problems += self._frame_column_problems(column, frame[column.name])
+            if column.name not in frame:
+                continue
+            for mask, message in self._column_masks(column, frame[column.name]):
+                problems += _rows(mask, column.name, message, frame[column.name])
             if len(problems) >= MAX_PROBLEMS:
                 break
         if problems:
             raise ValidationError(problems[:MAX_PROBLEMS])
 
-    def _frame_column_problems(self, column: Column, series: pd.Series) -> list[Problem]:
-        """Problems of one column; a column already of a fitting dtype costs next to nothing."""
-        name, dtype = column.name, series.dtype
+    def rejections(self, frame: pd.DataFrame) -> dict[int, str]:
+        """Why rows of ``frame`` fail the schema: ``{position: reason}`` for every offending
+        row, each reason naming every offending column (``"age: expected a number, got a
+        string 'x'; city: null is not allowed..."``); rows that pass are absent. A missing
+        column fails every row: that raises :class:`ValidationError` instead."""
+        missing = self._missing_columns(frame)
+        if missing:
+            raise ValidationError(missing)
+        reasons: dict[int, list[str]] = {}
+        for column in self.schema.columns:
+            series = frame[column.name]
+            for mask, message in self._column_masks(column, series):
+                for row in np.flatnonzero(mask).tolist():
+                    text = message if isinstance(message, str) else message(series.iloc[row])
+                    reasons.setdefault(row, []).append(f"{column.name}: {text}")
+        return {row: "; ".join(texts) for row, texts in sorted(reasons.items())}
+
+    def _missing_columns(self, frame: pd.DataFrame) -> list[Problem]:
+        return [Problem(None, n, "missing column") for n in self._names if n not in frame]
+
+    def _column_masks(self, column: Column, series: pd.Series) -> list[tuple[np.ndarray, _Say]]:
+        """The offending rows of one column, as ``(mask, message)`` pairs (a message may be a
+        function of the offending value); a column of a fitting dtype costs next to nothing."""
+        dtype = series.dtype
         missing = series.isna().to_numpy()
+        present = ~missing
+        found: list[tuple[np.ndarray, _Say]] = []
         if not column.nullable and missing.any():
-            return _rows(missing, name, NULL_NOT_ALLOWED)
+            found.append((missing, NULL_NOT_ALLOWED))
         is_bool = pd.api.types.is_bool_dtype(dtype)
         if column.kind == "numeric":
-            if not pd.api.types.is_numeric_dtype(dtype) or is_bool:
-                numbers = pd.to_numeric(series, errors="coerce").isna().to_numpy()
-                return _rows(~missing & (numbers | _booleans(series)), name, "expected a number")
-            return _number_problems(column, series, missing)
+            if pd.api.types.is_numeric_dtype(dtype) and not is_bool:
+                return found + _number_masks(column, series, present)
+            numbers = pd.to_numeric(series.astype(object), errors="coerce")
+            wrong = present & (numbers.isna().to_numpy() | _booleans(series))
+            found.append((wrong, lambda v: f"expected a number, got {_shown(v)}"))
+            return found + _number_masks(column, numbers, present & ~wrong)
         if column.kind == "datetime":
-            return _datetime_problems(column, series, missing)
-        if column.kind == "boolean" and not is_bool:
-            return _rows(~missing & ~_booleans(series), name, "expected true or false")
-        allowed = self._categories.get(name)
+            return found + _datetime_masks(column, series, present)
+        if column.kind == "boolean":
+            if not is_bool:
+                wrong = present & ~_booleans(series)
+                found.append((wrong, lambda v: f"expected true or false, got {_shown(v)}"))
+            return found
+        allowed = self._categories.get(column.name)
         if allowed is None or self.unknown_categories != REJECT:
-            return []
+            return found
         if isinstance(dtype, pd.CategoricalDtype) and set(dtype.categories) <= allowed:
-            return []
-        unseen = ~missing & ~series.isin(allowed).to_numpy()
-        if not unseen.any():
-            return []
-        first = series.iloc[int(np.flatnonzero(unseen)[0])]
-        return _rows(
-            unseen,
-            name,
-            f"{first!r} is a category never seen in training; pass unknown_categories='allow' "
-            "to accept new categories",
-        )
+            return found
+        unseen = present & ~series.isin(allowed).to_numpy()
+        if unseen.any():
+            found.append(
+                (
+                    unseen,
+                    lambda v: f"{v!r} is a category never seen in training; pass "
+                    "unknown_categories='allow' to accept new categories",
+                )
+            )
+        return found
 
     def build(self, records: list[dict]) -> pd.DataFrame:
         """The frame of records that passed :meth:`check`, with the training dtypes."""
@@ -318,45 +349,42 @@ def _check_datetime(value, column: Column) -> str | None:
     return None
 
 
-def _number_problems(column: Column, series: pd.Series, missing: np.ndarray) -> list[Problem]:
-    """Rows of a numeric frame column that are not finite, not whole where the column is
-    integer, or beyond what the column (or the model) can hold."""
+def _number_masks(column: Column, series: pd.Series, present: np.ndarray) -> list:
+    """Rows of a numeric column (among ``present``) that are not finite, not whole where the
+    column is integer, or beyond what the column (or the model) can hold."""
     values = series.to_numpy(dtype=float, na_value=np.nan)
-    present = ~missing
-    for bad, message in (
-        (present & ~np.isfinite(values), "expected a finite number"),
-        (
-            present & (np.mod(values, 1) != 0) if column.is_integer else None,
-            "expected an integer",
-        ),
-    ):
-        if bad is not None and bad.any():
-            return _rows(bad, column.name, message)
+    masks = []
+    finite = np.isfinite(values)
+    if (present & ~finite).any():
+        masks.append((present & ~finite, "expected a finite number"))
+    present = present & finite
+    if column.is_integer:
+        fraction = present & (np.mod(np.where(present, values, 0), 1) != 0)
+        if fraction.any():
+            masks.append((fraction, "expected an integer"))
     limit = _limit(column)
     with np.errstate(invalid="ignore"):
         beyond = present & ((values < limit.low) | (values > limit.high))
     if beyond.any():
-        return _rows(beyond, column.name, f"out of range: {limit.reason}")
-    return []
+        masks.append((beyond, f"out of range: {limit.reason}"))
+    return masks
 
 
-def _datetime_problems(column: Column, series: pd.Series, missing: np.ndarray) -> list[Problem]:
-    """Rows of a frame column that cannot become the column's datetimes (see
+def _datetime_masks(column: Column, series: pd.Series, present: np.ndarray) -> list:
+    """Rows of a column that cannot become the column's datetimes (see
     :func:`~nbmlops.artifact.frames.parse_datetime` for the time-zone policy)."""
     if pd.api.types.is_datetime64_any_dtype(series.dtype):
         zoned = getattr(series.dtype, "tz", None) is not None
         if zoned == (column.tz is not None):
             return []
         wanted = f"in {column.tz}" if column.tz else "without a time zone"
-        return _rows(~missing, column.name, f"the column was trained {wanted}; got {series.dtype}")
-    problems = []
-    for row in np.flatnonzero(~missing):
-        message = _check_datetime(datetime_text(series.iloc[row]), column)
-        if message is not None:
-            problems.append(Problem(int(row), column.name, message))
-            if len(problems) >= MAX_PROBLEMS:
-                break
-    return problems
+        return [(present, f"the column was trained {wanted}; got {series.dtype}")]
+    wrong = np.zeros(len(series), dtype=bool)
+    for row in np.flatnonzero(present):
+        wrong[row] = _check_datetime(datetime_text(series.iloc[row]), column) is not None
+    if not wrong.any():
+        return []
+    return [(wrong, lambda v: _check_datetime(datetime_text(v), column))]
 
 
 def _booleans(series: pd.Series) -> np.ndarray:
@@ -364,6 +392,16 @@ def _booleans(series: pd.Series) -> np.ndarray:
     return series.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(bool)
 
 
-def _rows(mask: np.ndarray, name: str, message: str) -> list[Problem]:
+def _rows(mask: np.ndarray, name: str, message: _Say, series: pd.Series) -> list[Problem]:
     """A problem for each of the first offending rows (positions) in ``mask``."""
-    return [Problem(int(row), name, message) for row in np.flatnonzero(mask)[:MAX_PROBLEMS]]
+    rows = np.flatnonzero(mask)[:MAX_PROBLEMS].tolist()
+    if isinstance(message, str):
+        return [Problem(row, name, message) for row in rows]
+    return [Problem(row, name, message(series.iloc[row])) for row in rows]
+
+
+def _shown(value) -> str:
+    """A frame's value for a message, as the per-record checks describe JSON values."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return describe(value)

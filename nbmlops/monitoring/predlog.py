@@ -51,7 +51,26 @@ CREATE TABLE IF NOT EXISTS rollout_events (
     reason TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rollout_events_by_model_time ON rollout_events (model, ts);
+CREATE TABLE IF NOT EXISTS batch_runs (
+    ts REAL NOT NULL,
+    model TEXT NOT NULL,
+    version TEXT NOT NULL,
+    engine TEXT NOT NULL,
+    input TEXT NOT NULL,
+    input_sha256 TEXT NOT NULL,
+    output TEXT NOT NULL,
+    rows_in INTEGER NOT NULL,
+    rows_scored INTEGER NOT NULL,
+    rows_rejected INTEGER NOT NULL,
+    seconds REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batch_runs_by_model_time ON batch_runs (model, ts);
 """
+#: The columns of a batch run, in the table's order.
+BATCH_RUN_FIELDS = (
+    "ts", "model", "version", "engine", "input", "input_sha256", "output", "rows_in",
+    "rows_scored", "rows_rejected", "seconds",
+)  # fmt: skip
 
 #: INSERT statements by the rows they add, largest first. One statement for many rows costs a
 #: third less per row than ``executemany``; a few fixed sizes stay in sqlite3's statement cache
@@ -223,6 +242,28 @@ class PredictionLog:
             rows = self._db.execute(query + " ORDER BY ts", args).fetchall()
         keys = ("ts", "kind", "version", "primary_version", "reason")
         return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def add_batch_run(self, run: dict) -> None:
+        """Record a finished batch run (the fields of :data:`BATCH_RUN_FIELDS`)."""
+        marks = ", ".join("?" * len(BATCH_RUN_FIELDS))
+        with self._lock, self._db:
+            self._db.execute(
+                f"INSERT INTO batch_runs VALUES ({marks})", [run[k] for k in BATCH_RUN_FIELDS]
+            )
+
+    def batch_runs(
+        self, model: str, version: str | None = None, since: float | None = None
+    ) -> list[dict]:
+        """The batch runs of ``model`` (optionally one version, from a time), oldest first."""
+        query = f"SELECT {', '.join(BATCH_RUN_FIELDS)} FROM batch_runs WHERE model = ?"
+        args: list = [model]
+        for clause, value in ((" AND version = ?", version), (" AND ts >= ?", since)):
+            if value is not None:
+                query += clause
+                args.append(value)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY ts", args).fetchall()
+        return [dict(zip(BATCH_RUN_FIELDS, row, strict=True)) for row in rows]
 
     def count(self, model: str | None = None, status: str | None = None) -> int:
         query, args = "SELECT COUNT(*) FROM predictions WHERE 1=1", []

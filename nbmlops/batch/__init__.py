@@ -1,0 +1,1 @@
+"""Batch scoring: files of any size scored in chunks, here or on a Dask cluster."""
