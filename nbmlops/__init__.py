@@ -1,8 +1,8 @@
 """nbmlops: from a Jupyter notebook to a production prediction service, and keep it healthy.
 
 In a notebook: ``%load_ext nbmlops``, then ``%%mlops_package`` and ``%mlops_serve``. In scripts:
-:func:`package`, :func:`load`, :func:`predict`, :func:`serve`, :func:`monitor`, :func:`retrain`, :func:`promote`,
-:func:`rollback`, :func:`history`. Names are imported on first use, so that
+:func:`package`, :func:`load`, :func:`predict`, :func:`serve`, :func:`monitor`, :func:`retrain`,
+:func:`promote`, :func:`rollback`, :func:`history`. Names are imported on first use, so that
 ``import nbmlops`` (and the command line) start fast.
 """
 

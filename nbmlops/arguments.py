@@ -209,9 +209,7 @@ def predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     )
     parser.add_argument("model", help="NAME, NAME@ALIAS, NAME@v3 or an artifact folder")
     parser.add_argument("input", help="a .csv or .parquet file, or a folder of Parquet files")
-    parser.add_argument(
-        "output", help="a .csv or .parquet file, or a folder for Parquet parts"
-    )
+    parser.add_argument("output", help="a .csv or .parquet file, or a folder for Parquet parts")
     parser.add_argument(
         "--chunk-rows",
         type=int,

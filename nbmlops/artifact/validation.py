@@ -183,8 +183,10 @@ class Validator:
             found.append(
                 (
                     unseen,
-                    lambda v: f"{v!r} is a category never seen in training; pass "
-                    "unknown_categories='allow' to accept new categories",
+                    lambda v: (
+                        f"{v!r} is a category never seen in training; pass "
+                        "unknown_categories='allow' to accept new categories"
+                    ),
                 )
             )
         return found

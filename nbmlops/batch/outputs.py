@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,6 +120,13 @@ def remove_leftovers(target: Target) -> None:
     if target.folder and target.path.is_dir():
         for leftover in target.path.glob(".part-*.tmp"):
             leftover.unlink(missing_ok=True)
+
+
+def count_reasons(rejected: pa.Table) -> Counter:
+    """How many rejected rows gave each reason."""
+    if not rejected.num_rows:
+        return Counter()
+    return Counter(rejected.column(REASON).to_pylist())
 
 
 def remove_empty(target: Target) -> None:

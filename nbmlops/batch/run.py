@@ -11,9 +11,9 @@ from pathlib import Path
 
 from nbmlops.batch.inputs import CSV, Plan, check_columns, plan
 from nbmlops.batch.outputs import (
-    REASON,
     TableWriter,
     Target,
+    count_reasons,
     remove_empty,
     remove_leftovers,
     targets,
@@ -86,8 +86,11 @@ class BatchResult:
             ("input", f"{self.input} (SHA-256 {self.input_sha256[:12]})"),
             ("rows", f"{self.rows_in:,}"),
             ("scored", f"{self.rows_scored:,} → {self.output}"),
-            ("rejected", f"{self.rows_rejected:,}" + (f" → {self.rejected_output}" * bool(
-                self.rows_rejected))),  # fmt: skip
+            (
+                "rejected",
+                f"{self.rows_rejected:,}"
+                + (f" → {self.rejected_output}" * bool(self.rows_rejected)),
+            ),  # fmt: skip
             ("time", f"{self.seconds:.1f} s ({self.rows_per_second:,.0f} rows/s)"),
         ]
         rows += [(f"{n:,} rejected", reason) for reason, n in self.reasons]
@@ -162,18 +165,26 @@ def predict(
     )
     log_path = settings.home / "predictions.db"
     bar = _progress_bar(planned.rows, f"{loaded.metadata['name']} v{version}", progress)
+    tally = _Tally()
     try:
         if engine == DASK:
             from nbmlops.batch.cluster import score_on_dask
 
-            tally = score_on_dask(
+            score_on_dask(
                 planned, loaded, scorer, (scored_target, rejected_target), scheduler, workers,
-                log_path if log else None, bar,
+                log_path if log else None, tally, bar,
             )  # fmt: skip
         else:
-            tally = _score_here(planned, scorer, scored_target, rejected_target, log_path, bar)
+            _score_here(planned, scorer, scored_target, rejected_target, log_path, tally, bar)
+    except BaseException:
+        for target in (scored_target, rejected_target):
+            target.clear()
+            remove_empty(target)
+        raise
     finally:
         bar.close()
+    for target in (scored_target, rejected_target):
+        remove_leftovers(target)
     result = BatchResult(
         model=loaded.metadata["name"],
         version=version,
@@ -193,15 +204,21 @@ def predict(
 
 
 def _score_here(
-    planned: Plan, scorer: ChunkScorer, scored: Target, rejected: Target, log_path: Path, bar
-) -> _Tally:
+    planned: Plan,
+    scorer: ChunkScorer,
+    scored: Target,
+    rejected: Target,
+    log_path: Path,
+    tally: _Tally,
+    bar,
+) -> None:
     """The local engine: piece after piece, chunk after chunk, in this process."""
     output_schema = scorer.output_schema(planned.types.get(scorer.id_column))
     rejected_schema = scorer.rejected_schema(planned.types)
     writer = None if scored.folder else TableWriter(scored, output_schema)
     rejected_writer: TableWriter | None = None
     log = PredictionLog(log_path) if scorer.log else None
-    tally, part = _Tally(), 0
+    part = 0
     try:
         for piece in planned.pieces:
             first_row = piece.first_row
@@ -222,15 +239,12 @@ def _score_here(
                     log.write(chunk.log)
                 part += 1
                 tally.add(table.num_rows, chunk.scored.num_rows, chunk.rejected.num_rows,
-                          reasons(chunk.rejected))  # fmt: skip
+                          count_reasons(chunk.rejected))  # fmt: skip
                 bar.update(table.num_rows)
     except BaseException:
         for open_writer in (writer, rejected_writer):
             if open_writer is not None:
                 open_writer.close(keep=False)
-        for target in (scored, rejected):
-            target.clear()
-            remove_empty(target)
         raise
     finally:
         if log is not None:
@@ -238,15 +252,6 @@ def _score_here(
     for open_writer in (writer, rejected_writer):
         if open_writer is not None:
             open_writer.close()
-    remove_leftovers(scored)
-    return tally
-
-
-def reasons(rejected) -> Counter:
-    """How many rejected rows gave each reason."""
-    if not rejected.num_rows:
-        return Counter()
-    return Counter(rejected.column(REASON).to_pylist())
 
 
 def _progress_bar(total: int, label: str, progress: bool | None):

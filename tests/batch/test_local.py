@@ -96,14 +96,12 @@ def test_bad_rows_are_written_apart_with_reasons_and_never_scored(
     assert len(out) == 597 and not set(out["customer"]) & set(rejected["customer"])
     good = frame.drop(index=[3, 10, 11])
     in_process = nbmlops.load(MODEL).predict(
-        pd.read_csv(source).drop(index=[3, 10, 11], columns="customer").astype(
-            {"monthly_charges": float}
-        )
+        pd.read_csv(source)
+        .drop(index=[3, 10, 11], columns="customer")
+        .astype({"monthly_charges": float})
     )
     assert out["customer"].tolist() == good["customer"].tolist()
-    pd.testing.assert_frame_equal(
-        out.drop(columns="customer"), in_process.reset_index(drop=True)
-    )
+    pd.testing.assert_frame_equal(out.drop(columns="customer"), in_process.reset_index(drop=True))
 
 
 def test_a_parquet_folder_in_and_a_folder_of_parts_out(churn_registry, scoring_frame, tmp_path):
