@@ -12,6 +12,8 @@ from nbmlops.arguments import (
     monitor_arguments,
     package_arguments,
     parse_tags,
+    predict_arguments,
+    predict_options,
     serve_arguments,
     serve_options,
 )
@@ -29,7 +31,7 @@ class _MagicParser(argparse.ArgumentParser):
 
 @magics_class
 class NbmlopsMagics(Magics):
-    """``%%mlops_package``, ``%mlops_serve`` and ``%mlops_monitor``."""
+    """``%%mlops_package``, ``%mlops_serve``, ``%mlops_monitor`` and ``%mlops_predict``."""
 
     @cell_magic
     def mlops_package(self, line: str, cell: str):
@@ -125,6 +127,27 @@ class NbmlopsMagics(Magics):
             return Dashboard(
                 lambda: monitor(loaded, window=args.window, since=args.since),
                 refresh=args.refresh,
+            )
+        except NbmlopsError as exc:
+            raise IPythonUsageError(f"{type(exc).__name__}: {exc}") from None
+
+    @line_magic
+    def mlops_predict(self, line: str):
+        """Score a CSV or Parquet file in chunks with a progress bar; rows that fail the schema
+        go to OUTPUT's sibling *.rejected.* with a reason each. Returns the run's summary.
+
+        %mlops_predict MODEL INPUT OUTPUT [--chunk-rows N] [--id-column COLUMN]
+        [--engine local|dask] [--scheduler ADDRESS] [--workers N] [--log]
+        [--unknown-categories reject|allow]
+        """
+        from nbmlops.batch.run import predict
+
+        args = _parse(predict_arguments(_MagicParser(prog="%mlops_predict")), line)
+        if args is None:
+            return None
+        try:
+            return predict(
+                args.model, args.input, args.output, progress=True, **predict_options(args)
             )
         except NbmlopsError as exc:
             raise IPythonUsageError(f"{type(exc).__name__}: {exc}") from None

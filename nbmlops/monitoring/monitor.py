@@ -88,12 +88,15 @@ def monitor(
         events = log.events(
             name, version, since=start.timestamp() if start else None, until=now.timestamp() + 1
         )
+        batch_runs = log.batch_runs(name, version, since=start.timestamp() if start else None)
     finally:
         log.close()
     report = build_report(loaded, logged, thresholds, start, now)
     # a model loaded from a folder may not be in this registry: it has no alias history here
     production = () if loaded.version is None else _production_versions(name, start, now, settings)
-    report = replace(report, production_versions=production, routes=routes)
+    report = replace(
+        report, production_versions=production, routes=routes, batch_runs=tuple(batch_runs)
+    )
     return _with_rollbacks(report, events)
 
 

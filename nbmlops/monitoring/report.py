@@ -112,6 +112,9 @@ class MonitorReport:
     #: the rollout events over the window that concern this version (as canary or primary):
     #: ``{"ts", "kind", "version", "primary_version", "reason"}``
     events: tuple[dict, ...] = ()
+    #: the files this version scored over the window (``nbmlops predict``): the fields of
+    #: :data:`nbmlops.monitoring.predlog.BATCH_RUN_FIELDS`
+    batch_runs: tuple[dict, ...] = ()
 
     def to_dict(self) -> dict:
         return {
@@ -136,6 +139,7 @@ class MonitorReport:
             "production_versions": [dict(p) for p in self.production_versions],
             "routes": [dict(r) for r in self.routes],
             "events": [dict(e) for e in self.events],
+            "batch_runs": [dict(b) for b in self.batch_runs],
         }
 
     def to_frame(self) -> pd.DataFrame:
@@ -187,6 +191,8 @@ class MonitorReport:
             lines += ["  routes:", *(f"    {route_text(r)}" for r in self.routes)]
         if self.events:
             lines += ["  events:", *(f"    {event_text(e)}" for e in self.events)]
+        if self.batch_runs:
+            lines += ["  batch runs:", *(f"    {batch_text(b)}" for b in self.batch_runs)]
         return "\n".join(lines)
 
 
@@ -215,6 +221,17 @@ def event_text(event: dict) -> str:
     """``2026-12-02T10:00:00+00:00 rollback: canary v3 rolled back: error rate ...``"""
     when = datetime.fromtimestamp(event["ts"], UTC).isoformat(timespec="seconds")
     return f"{when} {event['kind']}: {event['reason']}"
+
+
+def batch_text(run: dict) -> str:
+    """``2026-12-07T15:00:00+00:00 scored 998 of 1,000 rows of /data/in.parquet (SHA-256
+    3f2a...) -> /data/out.parquet, 2 rejected``"""
+    when = datetime.fromtimestamp(run["ts"], UTC).isoformat(timespec="seconds")
+    return (
+        f"{when} scored {run['rows_scored']:,} of {run['rows_in']:,} rows of {run['input']} "
+        f"(SHA-256 {run['input_sha256'][:12]}) -> {run['output']}, "
+        f"{run['rows_rejected']:,} rejected ({run['engine']})"
+    )
 
 
 def production_text(report: MonitorReport) -> str:

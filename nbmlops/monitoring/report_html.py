@@ -86,6 +86,10 @@ def _summary(report) -> str:
         from nbmlops.monitoring.report import event_text
 
         rows += [("event", event_text(e)) for e in report.events]
+    if report.batch_runs:
+        from nbmlops.monitoring.report import batch_text
+
+        rows += [("batch run", batch_text(b)) for b in report.batch_runs]
     body = "".join(
         f"<tr><th style='text-align:left;padding-right:12px'>{html.escape(k)}</th>"
         f"<td>{html.escape(v)}</td></tr>"

@@ -178,6 +178,9 @@ def test_the_run_is_recorded_and_logged_batch_traffic_reaches_the_monitor(
     assert np.isclose(first["proba"]["1"], out["proba_1"].iloc[0])
     report = nbmlops.monitor(MODEL)
     assert report.n_predictions == 599
+    assert report.to_dict()["batch_runs"][0]["rows_rejected"] == 1
+    assert f"scored 599 of 600 rows of {source.resolve()}" in repr(report)
+    assert "batch run" in report.to_html()
 
 
 def test_progress_bar_on_a_terminal_only_and_help(churn_registry, scoring_frame, tmp_path):
