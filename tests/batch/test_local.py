@@ -224,3 +224,54 @@ def test_parquet_types_come_back_as_written(tmp_path):
         (0, 2, 0, 2),
         (2, 1, 2, 3),
     ]
+
+
+def zoned_features(frame):
+    """The hour in Oslo, the size's order, visits with missing as -1."""
+    out = pd.DataFrame(index=frame.index)
+    out["hour"] = frame["at"].dt.tz_convert("Europe/Oslo").dt.hour
+    out["size"] = frame["size"].cat.codes
+    out["visits"] = frame["visits"].fillna(-1).astype("float64")
+    return out
+
+
+def zoned_frame(n, seed):
+    rng = np.random.default_rng(seed)
+    visits = pd.array(rng.integers(0, 9, n), dtype="Int64")
+    visits[rng.random(n) < 0.2] = pd.NA
+    return pd.DataFrame(
+        {
+            "at": pd.Timestamp("2026-03-01", tz="Europe/Oslo")
+            + pd.to_timedelta(rng.integers(0, 90 * 24 * 60, n), unit="min"),
+            "size": pd.Categorical(
+                rng.choice(["small", "medium", "large"], n),
+                categories=["small", "medium", "large"],
+                ordered=True,
+            ),
+            "visits": visits,
+        }
+    )
+
+
+def test_zoned_datetimes_ordered_categories_and_nullable_integers(settings, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    train = zoned_frame(400, 0)
+    label = (zoned_features(train)["hour"] > 11).astype(int)
+    model = LogisticRegression(max_iter=500).fit(zoned_features(train), label)
+    nbmlops.package("visits", model, train, target=label, preprocess=[zoned_features])
+    rows = zoned_frame(300, 1)
+    notebook = model.predict_proba(zoned_features(rows))[:, 1]
+    rows.to_parquet(tmp_path / "in.parquet", row_group_size=100)
+    rows.to_csv(tmp_path / "in.csv", index=False)  # offsets written as +01:00 / +02:00
+    for source, output in (("in.parquet", "out.parquet"), ("in.csv", "out.csv")):
+        result = nbmlops.predict("visits", tmp_path / source, tmp_path / output, chunk_rows=64)
+        assert result.rows_rejected == 0, result.reasons
+    for output in (pd.read_parquet(tmp_path / "out.parquet"), pd.read_csv(tmp_path / "out.csv")):
+        np.testing.assert_array_equal(output["proba_1"].to_numpy(), notebook)
+        pd.testing.assert_frame_equal(output, nbmlops.load("visits").predict(rows))
+    naive = rows.assign(at=rows["at"].dt.tz_localize(None))
+    naive.to_parquet(tmp_path / "naive.parquet")
+    refused = nbmlops.predict("visits", tmp_path / "naive.parquet", tmp_path / "n.parquet")
+    assert refused.rows_scored == 0 and refused.rows_rejected == 300
+    assert "at: the column was trained in Europe/Oslo" in refused.reasons[0][0]
