@@ -16,6 +16,7 @@ from distributed import Client, LocalCluster
 
 import nbmlops
 from nbmlops.cli import main
+from nbmlops.monitoring.predlog import PredictionLog
 from tests.churn_store import churn_registry_fixture, churn_store_fixture  # noqa: F401
 
 MODEL = "churn@v2"
@@ -43,7 +44,7 @@ def read_parts(folder):
     return pq.read_table(folder).to_pandas()
 
 
-def test_dask_scores_what_the_local_engine_scores(cluster, frame, tmp_path):
+def test_dask_scores_what_the_local_engine_scores(cluster, churn_registry, frame, tmp_path):
     source = tmp_path / "in.parquet"
     frame.to_parquet(source, row_group_size=300)
     local = nbmlops.predict(MODEL, source, tmp_path / "local.parquet", id_column="customer")
@@ -55,8 +56,16 @@ def test_dask_scores_what_the_local_engine_scores(cluster, frame, tmp_path):
         engine="dask",
         scheduler=cluster.scheduler_address,
         chunk_rows=300,
+        log=True,
     )
     assert (remote.rows_in, remote.rows_scored, remote.rows_rejected) == (2400, 2398, 2)
+    log = PredictionLog(churn_registry.settings.home / "predictions.db")
+    try:
+        logged = log.frame("churn", "2")  # written by the workers
+    finally:
+        log.close()
+    assert set(logged["route"]) == {"batch"}
+    assert logged["status"].value_counts().to_dict() == {"ok": 2398, "rejected": 2}
     assert remote.reasons == local.reasons
     parts = sorted(p.name for p in (tmp_path / "dask.parquet").iterdir())
     assert parts == [f"part-{i:05d}.parquet" for i in range(8)]

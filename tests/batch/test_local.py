@@ -275,3 +275,29 @@ def test_zoned_datetimes_ordered_categories_and_nullable_integers(settings, tmp_
     refused = nbmlops.predict("visits", tmp_path / "naive.parquet", tmp_path / "n.parquet")
     assert refused.rows_scored == 0 and refused.rows_rejected == 300
     assert "at: the column was trained in Europe/Oslo" in refused.reasons[0][0]
+
+
+def unlucky(frame):
+    """A preprocessing step that fails on one value training never had."""
+    if (frame["x"] == 13).any():
+        raise ValueError("13 is unlucky")
+    return frame
+
+
+def test_a_row_the_model_fails_on_is_rejected_alone(settings, tmp_path):
+    from sklearn.linear_model import LinearRegression
+
+    train = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0] * 10})
+    model = LinearRegression().fit(train, train["x"] * 2)
+    nbmlops.package("fragile", model, train, target=train["x"] * 2, preprocess=[unlucky])
+    rows = pd.DataFrame({"x": [float(v) for v in range(1, 41)]})
+    rows.to_parquet(tmp_path / "in.parquet")
+    result = nbmlops.predict("fragile", tmp_path / "in.parquet", tmp_path / "out.parquet")
+    assert (result.rows_scored, result.rows_rejected) == (39, 1)
+    rejected = pd.read_parquet(tmp_path / "out.rejected.parquet")
+    assert rejected["row"].tolist() == [12]
+    assert rejected["reason"].tolist() == [
+        "the model failed on this row: ValueError: 13 is unlucky"
+    ]
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    np.testing.assert_allclose(out["prediction"], rows["x"].drop(index=12) * 2)

@@ -1,0 +1,216 @@
+"""Child processes of bench_batch.py: one measurement per fresh Python process, so that peak
+memory (``ru_maxrss``) belongs to that measurement alone.
+
+Run by ``bench_batch.py``, not by hand::
+
+    .venv/bin/python benchmarks/_bench_batch_child.py JOB.json RESULT.json
+
+A job is one of:
+
+* ``mlflow``: ``mlflow.pyfunc.load_model(artifact)``, ``pd.read_parquet(input)``,
+  ``model.predict(frame)``, ``predictions.to_parquet(output)``; all four timed.
+* ``local``: ``nbmlops.predict(model, input, output, engine="local")``.
+* ``dask``: ``nbmlops.predict(..., engine="dask", workers=N)``: nbmlops starts (and closes) a
+  LocalCluster of N worker processes itself, inside the timing.
+* ``dask-running``: a LocalCluster of N worker processes (one thread each, as nbmlops makes
+  it) is started first and its workers import what scoring needs (timed apart, as the
+  cluster's start-up); then ``nbmlops.predict(..., engine="dask", scheduler=<its address>)``.
+
+Only the standard library is imported at module level: each kind imports what it needs (pandas,
+pyarrow, scikit-learn, skops and nbmlops or MLflow) before its clock starts, so import time is
+outside every timing and the process holds nothing the measurement does not need.
+
+Memory: ``ru_maxrss`` of this process at the end (its peak over its whole life, imports
+included) and its resident set once the imports are done. The Dask workers are other
+processes: with ``dask``, they are this process's children, reaped when nbmlops closes its
+cluster, so ``RUSAGE_CHILDREN``'s ``ru_maxrss`` is the largest worker's peak; with
+``dask-running``, each worker reports its own ``VmHWM`` (``/proc/self/status``) through
+``client.run`` after the run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import resource
+import sys
+import time
+import warnings
+from pathlib import Path
+
+#: Imported before any clock starts, by every kind (the model's own modules included).
+COMMON = (
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "pyarrow.parquet",
+    "sklearn.compose",
+    "sklearn.ensemble",
+    "sklearn.impute",
+    "sklearn.pipeline",
+    "sklearn.preprocessing",
+    "skops.io",
+)
+NBMLOPS = ("nbmlops", "nbmlops.batch.run", "nbmlops.registry.load", "tqdm.auto")
+DASK = ("distributed", "dask.dataframe", "nbmlops.batch.cluster")
+MLFLOW = ("mlflow", "mlflow.pyfunc")
+#: What a worker of an already-running cluster has imported after its first job.
+WORKER_MODULES = (*COMMON, "nbmlops.batch.cluster", "nbmlops.batch.scoring")
+
+
+def status_mib(field: str) -> float | None:
+    """A ``/proc/self/status`` field (VmRSS, VmHWM) in MiB."""
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    match = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
+    return int(match.group(1)) / 1024 if match else None
+
+
+def cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def import_all(names) -> None:
+    for name in names:
+        importlib.import_module(name)
+
+
+# -- on the workers (dask-running) --------------------------------------------------------------
+
+
+def worker_warm() -> None:
+    import_all(WORKER_MODULES)
+
+
+def worker_usage() -> dict:
+    return {"peak_mib": status_mib("VmHWM"), "cpu_s": cpu_seconds(resource.RUSAGE_SELF)}
+
+
+# -- the measurements ---------------------------------------------------------------------------
+
+
+def run_mlflow(job: dict) -> dict:
+    import mlflow.pyfunc
+    import pandas as pd
+
+    steps = {}
+    start = clock = time.perf_counter()
+    model = mlflow.pyfunc.load_model(job["artifact"])
+    now = time.perf_counter()
+    steps["load_model"], clock = now - clock, now
+    frame = pd.read_parquet(job["input"])
+    now = time.perf_counter()
+    steps["read_parquet"], clock = now - clock, now
+    predictions = model.predict(frame)
+    now = time.perf_counter()
+    steps["predict"], clock = now - clock, now
+    predictions.to_parquet(job["output"], index=False)
+    now = time.perf_counter()
+    steps["to_parquet"] = now - clock
+    rows = len(frame)
+    return {
+        "seconds": now - start,
+        "rows_in": rows,
+        "rows_scored": len(predictions),
+        "rows_rejected": 0,
+        "steps": steps,
+    }
+
+
+def run_nbmlops(job: dict, **options) -> dict:
+    import nbmlops
+    from nbmlops.config import Settings
+
+    settings = Settings.from_env({"NBMLOPS_HOME": job["home"]})
+    start = time.perf_counter()
+    result = nbmlops.predict(
+        job["model"],
+        job["input"],
+        job["output"],
+        chunk_rows=job["chunk_rows"],
+        progress=False,
+        settings=settings,
+        **options,
+    )
+    seconds = time.perf_counter() - start
+    return {
+        "seconds": seconds,
+        "batch_seconds": result.seconds,  # BatchResult.seconds: without loading the model
+        "rows_in": result.rows_in,
+        "rows_scored": result.rows_scored,
+        "rows_rejected": result.rows_rejected,
+    }
+
+
+def run_dask_own(job: dict) -> dict:
+    out = run_nbmlops(job, engine="dask", workers=job["workers"])
+    # nbmlops closed its LocalCluster: its worker processes, our children, have been reaped.
+    children_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    out["workers_peak_mib"] = children_peak or None
+    out["workers_cpu_s"] = cpu_seconds(resource.RUSAGE_CHILDREN) or None
+    return out
+
+
+def run_dask_running(job: dict) -> dict:
+    from distributed import Client, LocalCluster
+
+    start = time.perf_counter()
+    cluster = LocalCluster(
+        n_workers=job["workers"], threads_per_worker=1, processes=True, dashboard_address=":0"
+    )
+    client = Client(cluster)
+    try:
+        client.run(worker_warm)
+        cluster_start = time.perf_counter() - start
+        before = client.run(worker_usage)
+        out = run_nbmlops(
+            job, engine="dask", scheduler=cluster.scheduler_address, workers=job["workers"]
+        )
+        after = client.run(worker_usage)
+    finally:
+        client.close()
+        cluster.close()
+    out["cluster_start_s"] = cluster_start
+    out["workers_peak_mib"] = max(u["peak_mib"] or 0 for u in after.values()) or None
+    out["workers_peaks_mib"] = [u["peak_mib"] for u in after.values()]
+    out["workers_cpu_s"] = sum(
+        after[w]["cpu_s"] - before[w]["cpu_s"] for w in after if w in before
+    )
+    return out
+
+
+KINDS = {
+    "mlflow": (MLFLOW, run_mlflow),
+    "local": (NBMLOPS, lambda job: run_nbmlops(job, engine="local")),
+    "dask": ((*NBMLOPS, *DASK), run_dask_own),
+    "dask-running": ((*NBMLOPS, *DASK), run_dask_running),
+}
+
+
+def main(argv: list[str]) -> int:
+    job_file, result_file = argv
+    job = json.loads(Path(job_file).read_text())
+    warnings.filterwarnings("ignore")
+    modules, measure = KINDS[job["kind"]]
+    import_all((*COMMON, *modules))
+    if job["kind"] == "mlflow":
+        import logging
+
+        for name in ("mlflow", "alembic"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    rss_before = status_mib("VmRSS")
+    cpu_before = cpu_seconds(resource.RUSAGE_SELF)
+    out = measure(job)
+    out["cpu_s"] = cpu_seconds(resource.RUSAGE_SELF) - cpu_before
+    out["rss_before_mib"] = rss_before
+    out["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    Path(result_file).write_text(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
