@@ -154,10 +154,12 @@ def predict(
     settings = settings or Settings.from_env()
     loaded = model if isinstance(model, LoadedModel) else load(model, settings)
     version = loaded.metadata["version"] or "unregistered"
+    _refuse_clashing_id(id_column, loaded)
     started = time.perf_counter()
     planned = plan(input, chunk_rows)
     check_columns(planned, loaded.schema, id_column)
     scored_target, rejected_target = targets(output, parts=engine == DASK)
+    _refuse_overwriting(Path(input), scored_target, rejected_target)
     for target in (scored_target, rejected_target):
         target.clear()
     scorer = ChunkScorer(
@@ -201,6 +203,26 @@ def predict(
     )
     _record(result, log_path)
     return result
+
+
+def _refuse_overwriting(source: Path, *outputs: Target) -> None:
+    """An output that is the input, or inside an input folder, would destroy what it reads."""
+    source = source.resolve()
+    for target in outputs:
+        path = target.path.resolve()
+        if path == source or source in path.parents or path in source.parents:
+            raise UsageError(
+                f"the output {target.path} would overwrite the input {source}: write it elsewhere"
+            )
+
+
+def _refuse_clashing_id(id_column: str | None, loaded: LoadedModel) -> None:
+    classes = loaded.schema.classes or ()
+    taken = {"prediction", *(f"proba_{label}" for label in classes)}
+    if id_column in taken:
+        raise UsageError(
+            f"--id-column {id_column!r} clashes with an output column ({', '.join(sorted(taken))})"
+        )
 
 
 def _score_here(

@@ -17,6 +17,7 @@ from distributed import Client, LocalCluster
 import nbmlops
 from nbmlops.cli import main
 from nbmlops.monitoring.predlog import PredictionLog
+from tests.batch.test_local import zoned_features, zoned_frame
 from tests.churn_store import churn_registry_fixture, churn_store_fixture  # noqa: F401
 
 MODEL = "churn@v2"
@@ -150,3 +151,29 @@ def test_a_scheduler_that_does_not_answer_is_one_line(frame, tmp_path, capsys):
     ])  # fmt: skip
     assert code == 1
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_dask_keeps_zoned_datetimes_ordered_categories_and_nullable_integers(
+    cluster, settings, tmp_path
+):
+    from sklearn.linear_model import LogisticRegression
+
+    train = zoned_frame(400, 0)
+    label = (zoned_features(train)["hour"] > 11).astype(int)
+    model = LogisticRegression(max_iter=500).fit(zoned_features(train), label)
+    nbmlops.package("visits", model, train, target=label, preprocess=[zoned_features])
+    rows = zoned_frame(300, 1)
+    rows.to_parquet(tmp_path / "in.parquet", row_group_size=100)
+    rows.to_csv(tmp_path / "in.csv", index=False)
+    expected = nbmlops.load("visits").predict(rows)
+    for source in ("in.parquet", "in.csv"):
+        result = nbmlops.predict(
+            "visits",
+            tmp_path / source,
+            tmp_path / source.replace(".", "-"),
+            engine="dask",
+            scheduler=cluster.scheduler_address,
+            chunk_rows=100,
+        )
+        assert result.rows_rejected == 0, result.reasons
+        pd.testing.assert_frame_equal(read_parts(tmp_path / source.replace(".", "-")), expected)

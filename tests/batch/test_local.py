@@ -135,6 +135,12 @@ def test_exit_codes_and_one_line_errors(churn_registry, scoring_frame, tmp_path,
     assert main(["predict", MODEL, str(source), str(tmp_path / "o.json")]) == 2
     assert "name it .csv or .parquet" in capsys.readouterr().err
     assert main(["predict", MODEL, str(source), str(tmp_path / "o.csv"), "--chunk-rows", "0"]) == 2
+    assert main(["predict", MODEL, str(source), str(source)]) == 2
+    assert "would overwrite the input" in capsys.readouterr().err
+    assert source.stat().st_size and len(pd.read_parquet(source)) == 600
+    clash = ["predict", MODEL, str(source), str(tmp_path / "o.csv"), "--id-column", "prediction"]
+    assert main(clash) == 2
+    assert "clashes with an output column" in capsys.readouterr().err
 
 
 def test_a_rerun_without_rejections_removes_the_old_rejected_file(
@@ -183,7 +189,11 @@ def test_the_run_is_recorded_and_logged_batch_traffic_reaches_the_monitor(
     assert "batch run" in report.to_html()
 
 
-def test_progress_bar_on_a_terminal_only_and_help(churn_registry, scoring_frame, tmp_path):
+def test_progress_bar_on_a_terminal_only_and_help(churn_registry, scoring_frame, tmp_path, capsys):
+    with pytest.raises(SystemExit) as shown_help:
+        main(["predict", "--help"])
+    assert shown_help.value.code == 0
+    assert "--chunk-rows N" in capsys.readouterr().out
     source = tmp_path / "in.parquet"
     scoring_frame.to_parquet(source)
     run = subprocess.run(
