@@ -11,6 +11,7 @@ import importlib as _importlib
 from nbmlops.errors import (
     ArtifactError,
     ArtifactModifiedError,
+    BatchError,
     CaptureError,
     ModelNotFoundError,
     NbmlopsError,
@@ -46,6 +47,7 @@ __all__ = [
     "AliasEvent",
     "ArtifactError",
     "ArtifactModifiedError",
+    "BatchError",
     "BatchResult",
     "CaptureError",
     "JobResult",
