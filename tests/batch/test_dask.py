@@ -82,6 +82,10 @@ def test_dask_scores_what_the_local_engine_scores(cluster, churn_registry, frame
     out = read_parts(tmp_path / "dask.parquet")
     assert out["customer"].tolist() == good["customer"].tolist()
     pd.testing.assert_frame_equal(out.drop(columns="customer"), expected.reset_index(drop=True))
+    notebook = pd.concat([churn_registry.expected["2"]] * 40, ignore_index=True)
+    pd.testing.assert_frame_equal(
+        out.drop(columns="customer"), notebook.drop(index=[7, 1500]).reset_index(drop=True)
+    )
 
 
 def test_a_local_cluster_when_no_scheduler_is_given_csv_in(frame, tmp_path, capsys):
