@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import sys
 import time
 from collections import Counter
@@ -23,6 +22,7 @@ from nbmlops.batch.scoring import ChunkScorer
 from nbmlops.config import Settings
 from nbmlops.errors import UsageError
 from nbmlops.monitoring.predlog import PredictionLog
+from nbmlops.monitoring.report_html import facts_table
 from nbmlops.registry.load import LoadedModel, load
 
 LOCAL = "local"
@@ -94,12 +94,7 @@ class BatchResult:
             ("time", f"{self.seconds:.1f} s ({self.rows_per_second:,.0f} rows/s)"),
         ]
         rows += [(f"{n:,} rejected", reason) for reason, n in self.reasons]
-        body = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
-            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
-            for k, v in rows
-        )
-        return f"<table>{body}</table>"
+        return facts_table(rows)
 
     def __repr__(self) -> str:
         return self.summary()

@@ -229,19 +229,13 @@ class PredictionLog:
     ) -> list[dict]:
         """The rollout events of ``model`` over a time range that concern ``version`` (as
         the canary or as the primary), oldest first."""
+        keys = ("ts", "kind", "version", "primary_version", "reason")
         query = (
-            "SELECT ts, kind, version, primary_version, reason FROM rollout_events "
+            f"SELECT {', '.join(keys)} FROM rollout_events "
             "WHERE model = ? AND (version = ? OR primary_version = ?)"
         )
-        args: list = [model, version, version]
-        for clause, value in ((" AND ts >= ?", since), (" AND ts < ?", until)):
-            if value is not None:
-                query += clause
-                args.append(value)
-        with self._lock:
-            rows = self._db.execute(query + " ORDER BY ts", args).fetchall()
-        keys = ("ts", "kind", "version", "primary_version", "reason")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        narrowing = ((" AND ts >= ?", since), (" AND ts < ?", until))
+        return self._dicts(query, [model, version, version], narrowing, keys)
 
     def add_batch_run(self, run: dict) -> None:
         """Record a finished batch run (the fields of :data:`BATCH_RUN_FIELDS`)."""
@@ -256,14 +250,20 @@ class PredictionLog:
     ) -> list[dict]:
         """The batch runs of ``model`` (optionally one version, from a time), oldest first."""
         query = f"SELECT {', '.join(BATCH_RUN_FIELDS)} FROM batch_runs WHERE model = ?"
-        args: list = [model]
-        for clause, value in ((" AND version = ?", version), (" AND ts >= ?", since)):
+        narrowing = ((" AND version = ?", version), (" AND ts >= ?", since))
+        return self._dicts(query, [model], narrowing, BATCH_RUN_FIELDS)
+
+    def _dicts(self, query: str, args: list, narrowing, keys: Sequence[str]) -> list[dict]:
+        """Rows of ``query`` as dicts of ``keys``, oldest first, narrowed by each
+        ``(clause, value)`` whose value is given."""
+        args = list(args)
+        for clause, value in narrowing:
             if value is not None:
                 query += clause
                 args.append(value)
         with self._lock:
             rows = self._db.execute(query + " ORDER BY ts", args).fetchall()
-        return [dict(zip(BATCH_RUN_FIELDS, row, strict=True)) for row in rows]
+        return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def count(self, model: str | None = None, status: str | None = None) -> int:
         query, args = "SELECT COUNT(*) FROM predictions WHERE 1=1", []

@@ -90,6 +90,11 @@ def _summary(report) -> str:
         from nbmlops.monitoring.report import batch_text
 
         rows += [("batch run", batch_text(b)) for b in report.batch_runs]
+    return facts_table(rows)
+
+
+def facts_table(rows: list[tuple[str, str]]) -> str:
+    """A two-column table of ``(label, value)`` texts, escaped: no script, no style sheet."""
     body = "".join(
         f"<tr><th style='text-align:left;padding-right:12px'>{html.escape(k)}</th>"
         f"<td>{html.escape(v)}</td></tr>"
