@@ -72,7 +72,8 @@ class Piece:
 
 @dataclass(frozen=True)
 class Plan:
-    """The input, planned: its format, files, pieces, row count, SHA-256 and columns."""
+    """The input, planned: its format, files, pieces, row count, SHA-256 and columns; a piece
+    holds at most ``chunk_rows`` rows, or one Parquet row group when that is larger."""
 
     format: str
     source: str
@@ -81,15 +82,16 @@ class Plan:
     sha256: str
     columns: tuple[str, ...]
     types: dict[str, pa.DataType]
+    chunk_rows: int
 
-    def read(self, piece: Piece, columns: list[str], batch_rows: int) -> Iterator[pa.Table]:
-        """The rows of ``piece`` (only ``columns``), at most ``batch_rows`` a table."""
+    def read(self, piece: Piece, columns: list[str]) -> Iterator[pa.Table]:
+        """The rows of ``piece`` (only ``columns``), at most ``chunk_rows`` a table."""
         if self.format == CSV:
-            yield from _slices(_read_csv_piece(piece, self.columns, columns), batch_rows)
+            yield _read_csv_piece(piece, self.columns, columns)
             return
         parquet = pq.ParquetFile(piece.path)
         groups = list(range(piece.start, piece.stop))
-        for batch in parquet.iter_batches(batch_rows, row_groups=groups, columns=columns):
+        for batch in parquet.iter_batches(self.chunk_rows, row_groups=groups, columns=columns):
             yield pa.Table.from_batches([batch])
 
     def read_whole(self, piece: Piece, columns: list[str]) -> pa.Table:
@@ -146,7 +148,14 @@ def _plan_parquet(source: str, files: list[Path], rows_per_piece: int) -> Plan:
             start = stop
     types = {name: schema.field(name).type for name in schema.names}
     return Plan(
-        PARQUET, source, tuple(pieces), first_row, digest.hexdigest(), tuple(schema.names), types
+        PARQUET,
+        source,
+        tuple(pieces),
+        first_row,
+        digest.hexdigest(),
+        tuple(schema.names),
+        types,
+        rows_per_piece,
     )
 
 
@@ -181,7 +190,9 @@ def _plan_csv(path: Path, rows_per_piece: int) -> Plan:
         count = min(rows_per_piece, rows - first_row)
         pieces.append(Piece(index, str(path), first_row, count, start, stop))
     types = {name: pa.string() for name in columns}
-    return Plan(CSV, str(path), tuple(pieces), rows, digest.hexdigest(), columns, types)
+    return Plan(
+        CSV, str(path), tuple(pieces), rows, digest.hexdigest(), columns, types, rows_per_piece
+    )
 
 
 def _csv_header(path: Path, end: int) -> tuple[str, ...]:
@@ -223,11 +234,6 @@ def _read_csv_piece(piece: Piece, names: tuple[str, ...], columns: list[str]) ->
             "is blank. Remove blank lines, or convert the file to Parquet"
         )
     return table
-
-
-def _slices(table: pa.Table, rows: int) -> Iterator[pa.Table]:
-    for start in range(0, max(table.num_rows, 1), rows):
-        yield table.slice(start, rows)
 
 
 def check_columns(plan_: Plan, schema: Schema, id_column: str | None) -> None:

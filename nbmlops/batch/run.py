@@ -239,7 +239,7 @@ def _score_here(
     try:
         for piece in planned.pieces:
             first_row = piece.first_row
-            for table in planned.read(piece, scorer.read_columns, max(piece.rows, 1)):
+            for table in planned.read(piece, scorer.read_columns):
                 chunk = scorer.score(table, first_row)
                 first_row += table.num_rows
                 if writer is not None:

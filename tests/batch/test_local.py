@@ -226,14 +226,22 @@ def test_unknown_categories_allow_scores_new_categories(churn_registry, scoring_
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out.parquet"), expected)
 
 
-def test_parquet_types_come_back_as_written(tmp_path):
-    table = pa.table({"a": [1, 2, 3]})
-    pq.write_table(table, tmp_path / "x.parquet", row_group_size=1)
-    planned = plan(tmp_path / "x.parquet", 2)
+def test_pieces_are_whole_row_groups_and_reads_stay_within_the_chunk(tmp_path):
+    pq.write_table(pa.table({"a": [1, 2, 3]}), tmp_path / "small.parquet", row_group_size=1)
+    planned = plan(tmp_path / "small.parquet", 2)
     assert [(p.first_row, p.rows, p.start, p.stop) for p in planned.pieces] == [
         (0, 2, 0, 2),
         (2, 1, 2, 3),
     ]
+    pq.write_table(pa.table({"a": range(1000)}), tmp_path / "big.parquet")  # one row group
+    planned = plan(tmp_path / "big.parquet", 300)
+    assert len(planned.pieces) == 1
+    sizes = [t.num_rows for t in planned.read(planned.pieces[0], ["a"])]
+    assert max(sizes) <= 300 and sum(sizes) == 1000
+    (tmp_path / "lines.csv").write_text("a,b\n1,x\n2,y\n3,z")  # no final line break
+    planned = plan(tmp_path / "lines.csv", 2)
+    assert planned.rows == 3 and [p.rows for p in planned.pieces] == [2, 1]
+    assert [t.num_rows for p in planned.pieces for t in planned.read(p, ["b"])] == [2, 1]
 
 
 def zoned_features(frame):
@@ -311,3 +319,10 @@ def test_a_row_the_model_fails_on_is_rejected_alone(settings, tmp_path):
     ]
     out = pd.read_parquet(tmp_path / "out.parquet")
     np.testing.assert_allclose(out["prediction"], rows["x"].drop(index=12) * 2)
+
+
+def test_a_csv_value_spanning_lines_is_refused_not_misread(tmp_path):
+    (tmp_path / "notes.csv").write_text('a,b\n1,"two\nlines"\n2,y\n')
+    planned = plan(tmp_path / "notes.csv", 100)
+    with pytest.raises(nbmlops.BatchError, match="a value spans lines or a line is blank"):
+        list(planned.read(planned.pieces[0], ["a", "b"]))
