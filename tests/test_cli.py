@@ -318,6 +318,45 @@ def test_rollback_passes_name_and_alias_to_the_library(monkeypatch, capsys):
     assert out == "fraud@staging -> v4; v5 is now previous-staging\n"
 
 
+def test_predict_passes_every_option_to_the_library_and_exits_with_its_code(monkeypatch, capsys):
+    from nbmlops.batch.run import BatchResult
+
+    calls = []
+
+    def predict(model, input, output, **options):  # noqa: A002
+        calls.append((model, input, output, options))
+        return BatchResult(
+            "churn", "3", "dask", input, "ab" * 32, output, "s.rejected.csv", 10, 9, 1, 2.0,
+            (("age: expected a number, got a string 'x'", 1),),
+        )  # fmt: skip
+
+    monkeypatch.setattr("nbmlops.batch.run.predict", predict)
+    code, out, _ = run(
+        capsys, "predict", "churn@production", "in.parquet", "s.csv", "--chunk-rows", "500",
+        "--id-column", "key", "--engine", "dask", "--scheduler", "tcp://h:8786", "--workers",
+        "3", "--log", "--unknown-categories", "allow",
+    )  # fmt: skip
+    assert code == 4
+    assert calls == [
+        (
+            "churn@production",
+            "in.parquet",
+            "s.csv",
+            {
+                "chunk_rows": 500,
+                "id_column": "key",
+                "engine": "dask",
+                "scheduler": "tcp://h:8786",
+                "workers": 3,
+                "log": True,
+                "unknown_categories": "allow",
+            },
+        )
+    ]
+    assert "scored 9 of 10 rows of in.parquet with churn v3 (dask)" in out
+    assert "1 x age: expected a number, got a string 'x'" in out
+
+
 # -- --help --------------------------------------------------------------------------------------
 
 HELP_PATHS = [
@@ -331,6 +370,7 @@ HELP_PATHS = [
     ("models", "history"),
     ("serve",),
     ("monitor",),
+    ("predict",),
     ("retrain",),
     ("demo",),
 ]
