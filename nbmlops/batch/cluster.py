@@ -51,7 +51,9 @@ class ArtifactPlugin(WorkerPlugin):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
         files = ArtifactFiles.read(root, self.digest, self.label)  # refuses another manifest
-        _SCORERS[self.name] = ChunkScorer(files, **self.options)
+        scorer = ChunkScorer(files, **self.options)
+        scorer.predictor  # noqa: B018 - loaded now, once, not by the first partition
+        _SCORERS[self.name] = scorer
 
     def teardown(self, worker) -> None:
         _SCORERS.pop(self.name, None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -47,8 +48,8 @@ class ChunkScorer:
         log: bool,
         text: bool,
     ) -> None:
+        self.files = files
         self.schema = files.schema
-        self.predictor = files.predictor()
         self.validator = Validator(self.schema, unknown_categories)
         self.name = files.config["name"]
         self.version = version
@@ -56,6 +57,12 @@ class ChunkScorer:
         self.log = log
         self.text = text
         self._ids = _Ids()
+
+    @cached_property
+    def predictor(self):
+        """The estimator and preprocessing, loaded on first use: a driver that only plans a
+        Dask run never loads them."""
+        return self.files.predictor()
 
     @property
     def read_columns(self) -> list[str]:
