@@ -1,5 +1,5 @@
 """Child processes of bench_batch.py: one measurement per fresh Python process, so that peak
-memory (``ru_maxrss``) belongs to that measurement alone.
+memory belongs to that measurement alone.
 
 Run by ``bench_batch.py``, not by hand::
 
@@ -16,25 +16,31 @@ A job is one of:
   it) is started first and its workers import what scoring needs (timed apart, as the
   cluster's start-up); then ``nbmlops.predict(..., engine="dask", scheduler=<its address>)``.
 
-Only the standard library is imported at module level: each kind imports what it needs (pandas,
-pyarrow, scikit-learn, skops and nbmlops or MLflow) before its clock starts, so import time is
-outside every timing and the process holds nothing the measurement does not need.
+Only the standard library is imported at module level: each kind imports what it needs
+(pandas, pyarrow, scikit-learn, skops and MLflow for all; nbmlops, which resolves a registered
+reference through MLflow's registry, and Dask for its kinds) before its clock starts, so import
+time is outside every timing and the process holds nothing the measurement does not need.
 
-Memory: ``ru_maxrss`` of this process at the end (its peak over its whole life, imports
-included) and its resident set once the imports are done. The Dask workers are other
-processes: with ``dask``, they are this process's children, reaped when nbmlops closes its
-cluster, so ``RUSAGE_CHILDREN``'s ``ru_maxrss`` is the largest worker's peak; with
-``dask-running``, each worker reports its own ``VmHWM`` (``/proc/self/status``) through
-``client.run`` after the run.
+Memory: the peak resident set of this process over its whole life (imports included), read
+as ``VmHWM`` from ``/proc/self/status`` at the end, and its resident set once the imports are
+done. ``VmHWM`` is the peak of this program's own address space; ``ru_maxrss`` is not used for
+it because Linux carries it over a fork and exec, so a child of a large parent reports at least
+the parent's size at the fork (``ru_maxrss`` is the fallback where ``/proc`` is missing). The
+Dask workers are other processes: with ``dask-running``, each reports its own ``VmHWM`` through
+``client.run`` after the run; with ``dask``, nbmlops' own LocalCluster starts its workers as
+children of this process, and a thread reads their ``VmHWM`` every 50 ms while ``predict``
+runs (the last reading before a worker exits stands for its peak; ``VmHWM`` never decreases).
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
 import resource
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -52,7 +58,15 @@ COMMON = (
     "sklearn.preprocessing",
     "skops.io",
 )
-NBMLOPS = ("nbmlops", "nbmlops.batch.run", "nbmlops.registry.load", "tqdm.auto")
+#: nbmlops resolves a registered reference (``churn@v1``) through MLflow's registry: its modules
+#: are imported beforehand too, as they are for the MLflow baseline.
+REGISTRY = (
+    "mlflow",
+    "mlflow.tracking",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "mlflow.store.model_registry.sqlalchemy_store",
+)
+NBMLOPS = (*REGISTRY, "nbmlops", "nbmlops.batch.run", "nbmlops.registry.load", "tqdm.auto")
 DASK = ("distributed", "dask.dataframe", "nbmlops.batch.cluster")
 MLFLOW = ("mlflow", "mlflow.pyfunc")
 #: What a worker of an already-running cluster has imported after its first job.
@@ -69,9 +83,79 @@ def status_mib(field: str) -> float | None:
     return int(match.group(1)) / 1024 if match else None
 
 
+def peak_mib() -> float:
+    """This process's peak resident set (``VmHWM``); ``ru_maxrss`` without ``/proc``."""
+    return status_mib("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class ChildPeaks(threading.Thread):
+    """Reads ``VmHWM`` of this process's children started by multiprocessing's ``spawn``
+    (LocalCluster's workers) every ``interval`` seconds until stopped."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.peaks: dict[int, float] = {}
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        me = str(os.getpid())
+        workers: set[int] = set()
+        scans = 0
+        while not self._stop_event.is_set():
+            if scans % 4 == 0:  # look for new workers every 4th reading
+                workers |= self._spawned_children(me)
+            scans += 1
+            for pid in list(workers):
+                value = self._hwm(pid)
+                if value is None:
+                    workers.discard(pid)  # gone
+                else:
+                    self.peaks[pid] = value
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> dict[int, float]:
+        self._stop_event.set()
+        self.join()
+        return self.peaks
+
+    @staticmethod
+    def _spawned_children(parent: str) -> set[int]:
+        found = set()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                if stat.rsplit(")", 1)[1].split()[1] != parent:
+                    continue
+                if b"spawn_main" in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    found.add(int(entry))
+            except (OSError, IndexError):
+                continue
+        return found
+
+    @staticmethod
+    def _hwm(pid: int) -> float | None:
+        try:
+            text = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return None
+        match = re.search(r"^VmHWM:\s+(\d+) kB", text, re.MULTILINE)
+        return int(match.group(1)) / 1024 if match else None
+
+
 def cpu_seconds(who: int) -> float:
     usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
+
+
+def openmp_threads() -> int | None:
+    """The threads scikit-learn's OpenMP code (HistGradientBoosting's predict) uses here."""
+    from threadpoolctl import threadpool_info
+
+    found = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"]
+    return max(found) if found else None
 
 
 def import_all(names) -> None:
@@ -147,10 +231,15 @@ def run_nbmlops(job: dict, **options) -> dict:
 
 
 def run_dask_own(job: dict) -> dict:
-    out = run_nbmlops(job, engine="dask", workers=job["workers"])
+    sampler = ChildPeaks()
+    sampler.start()
+    try:
+        out = run_nbmlops(job, engine="dask", workers=job["workers"])
+    finally:
+        peaks = sampler.stop()
+    out["workers_peak_mib"] = max(peaks.values()) if peaks else None
+    out["workers_peaks_mib"] = list(peaks.values())
     # nbmlops closed its LocalCluster: its worker processes, our children, have been reaped.
-    children_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    out["workers_peak_mib"] = children_peak or None
     out["workers_cpu_s"] = cpu_seconds(resource.RUSAGE_CHILDREN) or None
     return out
 
@@ -177,9 +266,7 @@ def run_dask_running(job: dict) -> dict:
     out["cluster_start_s"] = cluster_start
     out["workers_peak_mib"] = max(u["peak_mib"] or 0 for u in after.values()) or None
     out["workers_peaks_mib"] = [u["peak_mib"] for u in after.values()]
-    out["workers_cpu_s"] = sum(
-        after[w]["cpu_s"] - before[w]["cpu_s"] for w in after if w in before
-    )
+    out["workers_cpu_s"] = sum(after[w]["cpu_s"] - before[w]["cpu_s"] for w in after if w in before)
     return out
 
 
@@ -207,7 +294,8 @@ def main(argv: list[str]) -> int:
     out = measure(job)
     out["cpu_s"] = cpu_seconds(resource.RUSAGE_SELF) - cpu_before
     out["rss_before_mib"] = rss_before
-    out["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_mib"] = peak_mib()
+    out["openmp_threads"] = openmp_threads()
     Path(result_file).write_text(json.dumps(out))
     return 0
 
