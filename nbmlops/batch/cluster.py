@@ -13,6 +13,7 @@ from __future__ import annotations
 import tempfile
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dask
@@ -65,8 +66,7 @@ def score_on_dask(
     loaded: LoadedModel,
     scorer: ChunkScorer,
     targets: tuple[Target, Target],
-    scheduler: str | None,
-    workers: int,
+    connection: Connection,
     log_path: Path | None,
     tally,
     bar,
@@ -81,76 +81,91 @@ def score_on_dask(
         scorer.output_schema(planned.types.get(scorer.id_column)),
         scorer.rejected_schema(planned.types),
     )
-    with _client(scheduler, workers) as client:
-        client.register_plugin(_plugin(name, loaded, scorer))
-        try:
-            columns = scorer.read_columns
-            meta = pa.schema([pa.field(c, planned.types[c]) for c in columns]).empty_table()
-            with dask.config.set({"dataframe.convert-string": False}):  # read, not converted
-                frames = dd.from_map(
-                    _read_piece,
-                    list(planned.pieces),
-                    planned=planned,
-                    columns=columns,
-                    meta=meta.to_pandas(),
-                    enforce_metadata=False,
-                )
-            counts = frames.map_partitions(
-                _score_partition,
+    client = connection.client
+    client.register_plugin(_plugin(name, loaded, scorer))
+    try:
+        columns = scorer.read_columns
+        meta = pa.schema([pa.field(c, planned.types[c]) for c in columns]).empty_table()
+        with dask.config.set({"dataframe.convert-string": False}):  # read, not converted
+            frames = dd.from_map(
+                _read_piece,
                 list(planned.pieces),
-                name,
-                targets,
-                schemas,
-                str(log_path) if log_path else None,
-                meta=_COUNTS,
+                planned=planned,
+                columns=columns,
+                meta=meta.to_pandas(),
                 enforce_metadata=False,
             )
-            futures = client.compute(counts.to_delayed())
-            for _, part in as_completed(futures, with_results=True):
-                row = part.iloc[0]
-                reasons = _reasons(rejected, int(row["piece"])) if row["rejected"] else {}
-                tally.add(int(row["rows"]), int(row["scored"]), int(row["rejected"]), reasons)
-                bar.update(int(row["rows"]))
-        except Exception as exc:
-            if type(exc).__module__.startswith(("distributed", "dask")):
-                raise BatchError(f"the Dask run failed: {type(exc).__name__}: {exc}") from None
-            raise
-        finally:
-            client.unregister_worker_plugin(name)
-
-
-def _client(scheduler: str | None, workers: int) -> Client:
-    """A client of the scheduler at ``scheduler``, or of a new LocalCluster (closed with it)."""
-    if scheduler is not None:
-        try:
-            return Client(scheduler, timeout="10s")
-        except OSError as exc:
-            raise BatchError(
-                f"cannot reach the Dask scheduler at {scheduler}: {exc}. Check the address, or "
-                "leave out --scheduler for a LocalCluster"
-            ) from None
-    # Dask sets MALLOC_TRIM_THRESHOLD_ for the workers it spawns; a fixed threshold turns off
-    # glibc's adaptive mmap threshold, so every large array a model's predict allocates is
-    # mapped and faulted in anew (a random forest predicts 15% slower): glibc's default here.
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
-        cluster = LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+        counts = frames.map_partitions(
+            _score_partition,
+            list(planned.pieces),
+            name,
+            targets,
+            schemas,
+            str(log_path) if log_path else None,
+            meta=_COUNTS,
+            enforce_metadata=False,
         )
-    return _ClosingClient(Client(cluster), cluster)
+        futures = client.compute(counts.to_delayed())
+        for _, part in as_completed(futures, with_results=True):
+            row = part.iloc[0]
+            reasons = _reasons(rejected, int(row["piece"])) if row["rejected"] else {}
+            tally.add(int(row["rows"]), int(row["scored"]), int(row["rejected"]), reasons)
+            bar.update(int(row["rows"]))
+    except Exception as exc:
+        if type(exc).__module__.startswith(("distributed", "dask")):
+            raise BatchError(f"the Dask run failed: {type(exc).__name__}: {exc}") from None
+        raise
+    finally:
+        client.unregister_worker_plugin(name)
 
 
-class _ClosingClient:
-    """A client of a LocalCluster that closes the cluster too."""
+class Connection:
+    """A Dask client, connected (or its LocalCluster started) in a background thread, so that
+    the cluster starts while the model is resolved and the input planned."""
 
-    def __init__(self, client: Client, cluster: LocalCluster) -> None:
-        self.client, self.cluster = client, cluster
+    def __init__(self, scheduler: str | None, workers: int) -> None:
+        self._cluster: LocalCluster | None = None
+        self._client: Client | None = None
+        self._ready = ThreadPoolExecutor(1, thread_name_prefix="nbmlops-dask").submit(
+            self._connect, scheduler, workers
+        )
 
-    def __enter__(self) -> Client:
-        return self.client
+    def _connect(self, scheduler: str | None, workers: int) -> None:
+        if scheduler is not None:
+            try:
+                self._client = Client(scheduler, timeout="10s")
+            except OSError as exc:
+                raise BatchError(
+                    f"cannot reach the Dask scheduler at {scheduler}: {exc}. Check the "
+                    "address, or leave out --scheduler for a LocalCluster"
+                ) from None
+            return
+        # Dask sets MALLOC_TRIM_THRESHOLD_ for the workers it spawns; a fixed threshold turns
+        # off glibc's adaptive mmap threshold, so every large array a model's predict
+        # allocates is mapped and faulted in anew (a random forest predicts 15% slower).
+        trim = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+        with dask.config.set({trim: None}):
+            self._cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+            )
+        self._client = Client(self._cluster)
 
-    def __exit__(self, *exc) -> None:
-        self.client.close()
-        self.cluster.close()
+    @property
+    def client(self) -> Client:
+        """The client, once connected (raises what connecting raised)."""
+        self._ready.result()
+        return self._client
+
+    def close(self) -> None:
+        """Close the client, and the LocalCluster this connection started."""
+        try:
+            self._ready.result()
+        except BatchError:
+            return
+        finally:
+            for part in (self._client, self._cluster):
+                if part is not None:
+                    part.close()
 
 
 def _plugin(name: str, loaded: LoadedModel, scorer: ChunkScorer) -> ArtifactPlugin:

@@ -147,14 +147,37 @@ def predict(
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, not {workers}")
     settings = settings or Settings.from_env()
+    connection = _connect(scheduler, workers) if engine == DASK else None
+    try:
+        return _predict(
+            model, input, output, chunk_rows, id_column, connection, log, unknown_categories,
+            progress, settings,
+        )  # fmt: skip
+    finally:
+        if connection is not None:
+            connection.close()
+
+
+def _connect(scheduler: str | None, workers: int):
+    from nbmlops.batch.cluster import Connection
+
+    return Connection(scheduler, workers)
+
+
+def _predict(
+    model, source, output, chunk_rows, id_column, connection, log, unknown_categories, progress,
+    settings,
+) -> BatchResult:  # fmt: skip
+    """:func:`predict` with its options checked (``connection``: the Dask engine's)."""
+    engine = LOCAL if connection is None else DASK
     loaded = model if isinstance(model, LoadedModel) else load(model, settings)
     version = loaded.metadata["version"] or "unregistered"
     _refuse_clashing_id(id_column, loaded)
     started = time.perf_counter()
-    planned = plan(input, chunk_rows)
+    planned = plan(source, chunk_rows)
     check_columns(planned, loaded.schema, id_column)
     scored_target, rejected_target = targets(output, parts=engine == DASK)
-    _refuse_overwriting(Path(input), scored_target, rejected_target)
+    _refuse_overwriting(Path(source), scored_target, rejected_target)
     for target in (scored_target, rejected_target):
         target.clear()
     scorer = ChunkScorer(
@@ -168,7 +191,7 @@ def predict(
             from nbmlops.batch.cluster import score_on_dask
 
             score_on_dask(
-                planned, loaded, scorer, (scored_target, rejected_target), scheduler, workers,
+                planned, loaded, scorer, (scored_target, rejected_target), connection,
                 log_path if log else None, tally, bar,
             )  # fmt: skip
         else:
@@ -186,7 +209,7 @@ def predict(
         model=loaded.metadata["name"],
         version=version,
         engine=engine,
-        input=str(input),
+        input=str(source),
         input_sha256=planned.sha256,
         output=str(scored_target.path),
         rejected_output=str(rejected_target.path) if tally.rejected else None,
