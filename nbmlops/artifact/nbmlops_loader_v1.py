@@ -201,6 +201,9 @@ def score_frame(estimator, steps, frame: pd.DataFrame) -> tuple[np.ndarray, np.n
     for step in steps:
         features = step(features)
     estimator, features = _transform_once(estimator, features)
+    if _predicts_by_its_probabilities(estimator):
+        proba = np.asarray(estimator.predict_proba(features), dtype=float)
+        return estimator.classes_.take(np.argmax(proba, axis=1), axis=0), proba
     predictions = np.asarray(estimator.predict(features))
     if len(predictions) != len(frame):
         raise ValueError(
@@ -210,6 +213,19 @@ def score_frame(estimator, steps, frame: pd.DataFrame) -> tuple[np.ndarray, np.n
     if not (hasattr(estimator, "predict_proba") and hasattr(estimator, "classes_")):
         return predictions, None
     return predictions, np.asarray(estimator.predict_proba(features), dtype=float)
+
+
+def _predicts_by_its_probabilities(estimator) -> bool:
+    """Whether ``estimator.predict`` is scikit-learn's forest ``predict``, which is the argmax
+    of ``predict_proba``: computing both would walk every tree twice."""
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+
+    forest_predict = RandomForestClassifier.predict
+    return (
+        getattr(type(estimator), "predict", None) is forest_predict
+        and ExtraTreesClassifier.predict is forest_predict
+        and getattr(estimator, "n_outputs_", None) == 1
+    )
 
 
 def predict_frame(estimator, steps, frame: pd.DataFrame) -> pd.DataFrame:
