@@ -131,6 +131,8 @@ class Connection:
         )
 
     def _connect(self, scheduler: str | None, workers: int) -> None:
+        import dask.dataframe  # noqa: F401 - half a second of imports, off the main thread
+
         if scheduler is not None:
             try:
                 self._client = Client(scheduler, timeout="10s")
