@@ -256,9 +256,7 @@ def run_dask_running(job: dict) -> dict:
         client.run(worker_warm)
         cluster_start = time.perf_counter() - start
         before = client.run(worker_usage)
-        out = run_nbmlops(
-            job, engine="dask", scheduler=cluster.scheduler_address, workers=job["workers"]
-        )
+        out = run_nbmlops(job, engine="dask", scheduler=cluster.scheduler_address)
         after = client.run(worker_usage)
     finally:
         client.close()

@@ -230,7 +230,6 @@ def predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument(
         "--workers",
         type=int,
-        default=2,
         metavar="N",
         help="worker processes of the LocalCluster (default 2)",
     )

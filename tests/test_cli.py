@@ -333,8 +333,8 @@ def test_predict_passes_every_option_to_the_library_and_exits_with_its_code(monk
     monkeypatch.setattr("nbmlops.batch.run.predict", predict)
     code, out, _ = run(
         capsys, "predict", "churn@production", "in.parquet", "s.csv", "--chunk-rows", "500",
-        "--id-column", "key", "--engine", "dask", "--scheduler", "tcp://h:8786", "--workers",
-        "3", "--log", "--unknown-categories", "allow",
+        "--id-column", "key", "--engine", "dask", "--workers", "3", "--log",
+        "--unknown-categories", "allow",
     )  # fmt: skip
     assert code == 4
     assert calls == [
@@ -346,7 +346,7 @@ def test_predict_passes_every_option_to_the_library_and_exits_with_its_code(monk
                 "chunk_rows": 500,
                 "id_column": "key",
                 "engine": "dask",
-                "scheduler": "tcp://h:8786",
+                "scheduler": None,
                 "workers": 3,
                 "log": True,
                 "unknown_categories": "allow",

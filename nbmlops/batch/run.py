@@ -123,7 +123,7 @@ def predict(
     id_column: str | None = None,
     engine: str = LOCAL,
     scheduler: str | None = None,
-    workers: int = 2,
+    workers: int | None = None,
     log: bool = False,
     unknown_categories: str = "reject",
     progress: bool | None = None,
@@ -136,7 +136,7 @@ def predict(
     to ``output``'s sibling ``*.rejected.*`` with a reason each. The output has the columns
     of ``load(model).predict`` (``prediction``, ``proba_<label>``), after ``id_column`` when
     given, in input order. ``engine="dask"`` scores piece by piece on the Dask scheduler at
-    ``scheduler`` (a ``LocalCluster`` of ``workers`` processes without one) and writes a
+    ``scheduler`` (a ``LocalCluster`` of ``workers`` processes, default 2, without one) and writes a
     folder of parts. ``log=True`` adds every row to the prediction log (route ``batch``).
     The run is recorded in the prediction log's database either way.
     """
@@ -144,10 +144,15 @@ def predict(
         raise UsageError(f"--engine must be {LOCAL!r} or {DASK!r}, not {engine!r}")
     if scheduler is not None and engine != DASK:
         raise UsageError("--scheduler needs --engine dask")
-    if workers < 1:
+    if workers is not None and (scheduler is not None or engine != DASK):
+        raise UsageError(
+            "--workers sizes the LocalCluster of --engine dask without --scheduler; a "
+            "scheduler's cluster has the workers it has"
+        )
+    if workers is not None and workers < 1:
         raise UsageError(f"--workers must be at least 1, not {workers}")
     settings = settings or Settings.from_env()
-    connection = _connect(scheduler, workers) if engine == DASK else None
+    connection = _connect(scheduler, workers or 2) if engine == DASK else None
     try:
         return _predict(
             model, input, output, chunk_rows, id_column, connection, log, unknown_categories,

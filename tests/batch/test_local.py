@@ -135,6 +135,9 @@ def test_exit_codes_and_one_line_errors(churn_registry, scoring_frame, tmp_path,
     assert main(["predict", MODEL, str(source), str(tmp_path / "o.json")]) == 2
     assert "name it .csv or .parquet" in capsys.readouterr().err
     assert main(["predict", MODEL, str(source), str(tmp_path / "o.csv"), "--chunk-rows", "0"]) == 2
+    workers = ["predict", MODEL, str(source), str(tmp_path / "o.csv"), "--workers", "2"]
+    assert main(workers) == 2
+    assert "--workers sizes the LocalCluster of --engine dask" in capsys.readouterr().err
     assert main(["predict", MODEL, str(source), str(source)]) == 2
     assert "would overwrite the input" in capsys.readouterr().err
     assert source.stat().st_size and len(pd.read_parquet(source)) == 600
