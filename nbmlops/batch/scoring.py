@@ -7,7 +7,6 @@ rows with the same reasons and predict what ``nbmlops.load(...).predict`` predic
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -20,7 +19,7 @@ from nbmlops.artifact.frames import to_records
 from nbmlops.artifact.validation import Validator
 from nbmlops.batch.inputs import typed_frame
 from nbmlops.batch.outputs import REASON, ROW
-from nbmlops.monitoring.predlog import OK, REJECTED, LogRecord
+from nbmlops.monitoring.predlog import OK, REJECTED, LogRecord, PredictionIds
 
 #: The route batch predictions are logged under.
 BATCH = "batch"
@@ -56,7 +55,7 @@ class ChunkScorer:
         self.id_column = id_column
         self.log = log
         self.text = text
-        self._ids = _Ids()
+        self._ids = PredictionIds()
 
     @cached_property
     def predictor(self):
@@ -152,18 +151,6 @@ class ChunkScorer:
             self._ids.next(), ts, self.name, self.version, BATCH, BATCH, status, None, inputs,
             outputs, error,
         )  # fmt: skip
-
-
-class _Ids:
-    """Prediction ids as the server makes them: unique across processes."""
-
-    def __init__(self) -> None:
-        self._prefix = uuid.uuid4().hex[:8]
-        self._counter = int(time.time() * 1000) << 16
-
-    def next(self) -> str:
-        self._counter += 1
-        return f"{self._prefix}{self._counter:012x}"
 
 
 def _failure(exc: Exception) -> str:

@@ -11,8 +11,11 @@ from __future__ import annotations
 import contextlib
 import gc
 import io
+import itertools
 import sqlite3
 import threading
+import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +87,18 @@ _INSERTS = {
 OK = "ok"
 REJECTED = "rejected"
 ERROR = "error"
+
+
+class PredictionIds:
+    """Prediction ids: unique across processes (a random prefix), increasing within one (cheap
+    to index)."""
+
+    def __init__(self) -> None:
+        self._prefix = uuid.uuid4().hex[:8]
+        self._counter = itertools.count(int(time.time() * 1000) << 16)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):012x}"
 
 
 @dataclass(slots=True)

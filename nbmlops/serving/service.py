@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +11,14 @@ import numpy as np
 from nbmlops.artifact.files import ArtifactFiles
 from nbmlops.artifact.validation import Validator
 from nbmlops.errors import ValidationError
-from nbmlops.monitoring.predlog import ERROR, OK, REJECTED, LogRecord, PredictionLog
+from nbmlops.monitoring.predlog import (
+    ERROR,
+    OK,
+    REJECTED,
+    LogRecord,
+    PredictionIds,
+    PredictionLog,
+)
 from nbmlops.serving.batcher import Job, MicroBatcher
 from nbmlops.serving.config import PRIMARY, SHADOW, ServerConfig
 from nbmlops.serving.metrics import ServerMetrics
@@ -55,8 +60,7 @@ class Service:
             inline=route != SHADOW,
         )
         self.classes = list(self.schema.classes) if self.schema.classes is not None else None
-        self._id_prefix = uuid.uuid4().hex[:8]
-        self._id_counter = itertools.count(int(time.time() * 1000) << 16)
+        self._ids = PredictionIds()
 
     def _score(self, jobs: list[Job]) -> list:
         """Run one batch through the model and log it (see :class:`MicroBatcher` for where):
@@ -145,7 +149,7 @@ class Service:
 
     def new_id(self) -> str:
         """A prediction id: unique across processes, increasing within one (cheap to index)."""
-        return f"{self._id_prefix}{next(self._id_counter):012x}"
+        return self._ids.next()
 
     def _answers(self, predictions: np.ndarray, proba: np.ndarray | None) -> list[dict]:
         values = [_plain(v) for v in predictions.tolist()]
