@@ -249,10 +249,16 @@ def predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
 
 def predict_options(args: argparse.Namespace) -> dict:
     """The keyword arguments of ``nbmlops.predict`` that ``predict_arguments`` parsed."""
-    names = ("chunk_rows", "id_column", "engine", "scheduler", "workers", "log")
-    return {name: getattr(args, name) for name in names} | {
-        "unknown_categories": args.unknown_categories
-    }
+    names = (
+        "chunk_rows",
+        "id_column",
+        "engine",
+        "scheduler",
+        "workers",
+        "log",
+        "unknown_categories",
+    )
+    return {name: getattr(args, name) for name in names}
 
 
 def monitor_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -133,8 +133,8 @@ def _plan_parquet(source: str, files: list[Path], rows_per_piece: int) -> Plan:
         digest.update(str(path.relative_to(source) if path != Path(source) else path.name).encode())
         _hash_file(path, digest)
         try:
-            metadata = pq.ParquetFile(path).metadata
-            schema = schema or pq.read_schema(path)
+            parquet = pq.ParquetFile(path)
+            metadata, schema = parquet.metadata, schema or parquet.schema_arrow
         except (OSError, pa.ArrowException) as exc:
             raise BatchError(f"{path} is not a readable Parquet file: {exc}") from None
         start = 0

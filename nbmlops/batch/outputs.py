@@ -79,7 +79,6 @@ class TableWriter:
     def __init__(self, target: Target, schema: pa.Schema) -> None:
         self.target = target
         self.schema = schema
-        self.rows = 0
         target.path.parent.mkdir(parents=True, exist_ok=True)
         self._temporary = target.path.with_name(f".{target.path.name}.{uuid.uuid4().hex}.tmp")
         if target.format == CSV:
@@ -90,7 +89,6 @@ class TableWriter:
     def write(self, table: pa.Table) -> None:
         if table.num_rows:
             self._writer.write_table(table.cast(self.schema))
-            self.rows += table.num_rows
 
     def close(self, keep: bool = True) -> None:
         """Finish the file and give it its name; ``keep=False`` (a failed run) removes it."""

@@ -18,7 +18,7 @@ from nbmlops.batch.outputs import (
     targets,
     write_part,
 )
-from nbmlops.batch.scoring import ChunkScorer
+from nbmlops.batch.scoring import ChunkScorer, output_columns
 from nbmlops.config import Settings
 from nbmlops.errors import UsageError
 from nbmlops.monitoring.predlog import PredictionLog
@@ -240,11 +240,10 @@ def _refuse_overwriting(source: Path, *outputs: Target) -> None:
 
 
 def _refuse_clashing_id(id_column: str | None, loaded: LoadedModel) -> None:
-    classes = loaded.schema.classes or ()
-    taken = {"prediction", *(f"proba_{label}" for label in classes)}
+    taken = output_columns(loaded.schema)
     if id_column in taken:
         raise UsageError(
-            f"--id-column {id_column!r} clashes with an output column ({', '.join(sorted(taken))})"
+            f"--id-column {id_column!r} clashes with an output column ({', '.join(taken)})"
         )
 
 

@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from nbmlops.artifact.files import ArtifactFiles
 from nbmlops.artifact.frames import to_records
+from nbmlops.artifact.schema import Schema
 from nbmlops.artifact.validation import Validator
 from nbmlops.batch.inputs import typed_frame
 from nbmlops.batch.outputs import REASON, ROW
@@ -73,9 +74,11 @@ class ChunkScorer:
         """The scored rows' Arrow schema, the same for every chunk, part and engine."""
         fields = [pa.field(self.id_column, id_type)] if self.id_column else []
         classes = self.schema.classes
-        prediction = pa.array(list(classes)).type if classes else pa.float64()
-        fields.append(pa.field("prediction", prediction))
-        fields += [pa.field(f"proba_{label}", pa.float64()) for label in classes or ()]
+        prediction, *probabilities = output_columns(self.schema)
+        fields.append(
+            pa.field(prediction, pa.array(list(classes)).type if classes else pa.float64())
+        )
+        fields += [pa.field(name, pa.float64()) for name in probabilities]
         return pa.schema(fields)
 
     def rejected_schema(self, types: dict[str, pa.DataType]) -> pa.Schema:
@@ -123,11 +126,9 @@ class ChunkScorer:
 
     def _model(self, frame: pd.DataFrame) -> pd.DataFrame:
         if len(frame) == 0:
-            return pd.DataFrame({f.name: pd.Series([], dtype=object) for f in self._fields()})
+            columns = output_columns(self.schema)
+            return pd.DataFrame({name: pd.Series([], dtype=object) for name in columns})
         return self.predictor.predict(self.validator.builder.conform(frame))
-
-    def _fields(self) -> list[pa.Field]:
-        return [f for f in self.output_schema(pa.string()) if f.name != self.id_column]
 
     def _log_records(self, frame, good, predictions, reasons) -> list[LogRecord]:
         now = time.time()
@@ -151,6 +152,12 @@ class ChunkScorer:
             self._ids.next(), ts, self.name, self.version, BATCH, BATCH, status, None, inputs,
             outputs, error,
         )  # fmt: skip
+
+
+def output_columns(schema: Schema) -> list[str]:
+    """The columns ``load().predict`` answers with: ``prediction``, then ``proba_<label>`` for
+    each class of a classifier."""
+    return ["prediction", *(f"proba_{label}" for label in schema.classes or ())]
 
 
 def _failure(exc: Exception) -> str:
