@@ -10,22 +10,20 @@ the input and output paths reachable (a shared filesystem on a real cluster).
 
 from __future__ import annotations
 
+import json
 import tempfile
 import uuid
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dask
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker
 
 from nbmlops.artifact.files import ArtifactFiles
-from nbmlops.batch.inputs import CSV, Piece, Plan
-from nbmlops.batch.outputs import REASON, Target, count_reasons, write_part
+from nbmlops.batch.inputs import Piece, Plan
+from nbmlops.batch.outputs import Target, count_reasons, write_part
 from nbmlops.batch.scoring import ChunkScorer
 from nbmlops.errors import BatchError
 from nbmlops.monitoring.predlog import PredictionLog
@@ -33,7 +31,9 @@ from nbmlops.registry.load import LoadedModel
 
 #: The scorers of this worker process, by plugin name.
 _SCORERS: dict[str, ChunkScorer] = {}
-_COUNTS = {"piece": "int64", "rows": "int64", "scored": "int64", "rejected": "int64"}
+#: What each partition answers: its counts, and its rejections' reasons counted (JSON).
+_COUNTS = {"piece": "int64", "rows": "int64", "scored": "int64", "rejected": "int64",
+           "reasons": "object"}  # fmt: skip
 
 
 class ArtifactPlugin(WorkerPlugin):
@@ -76,7 +76,6 @@ def score_on_dask(
     import dask.dataframe as dd
 
     name = f"nbmlops-batch-{uuid.uuid4().hex[:12]}"
-    rejected = targets[1]
     schemas = (
         scorer.output_schema(planned.types.get(scorer.id_column)),
         scorer.rejected_schema(planned.types),
@@ -108,7 +107,7 @@ def score_on_dask(
         futures = client.compute(counts.to_delayed())
         for _, part in as_completed(futures, with_results=True):
             row = part.iloc[0]
-            reasons = _reasons(rejected, int(row["piece"])) if row["rejected"] else {}
+            reasons = json.loads(row["reasons"])
             tally.add(int(row["rows"]), int(row["scored"]), int(row["rejected"]), reasons)
             bar.update(int(row["rows"]))
     except Exception as exc:
@@ -215,13 +214,6 @@ def _score_partition(
             log.write(chunk.log)
         finally:
             log.close()
-    counts = (piece.index, table.num_rows, chunk.scored.num_rows, chunk.rejected.num_rows)
+    reasons = json.dumps(count_reasons(chunk.rejected))
+    counts = (piece.index, table.num_rows, chunk.scored.num_rows, chunk.rejected.num_rows, reasons)
     return pd.DataFrame([counts], columns=list(_COUNTS)).astype(_COUNTS)
-
-
-def _reasons(rejected: Target, index: int) -> Counter:
-    """The reasons in one rejected part, counted (read back: the worker wrote them)."""
-    path = rejected.part(index)
-    if rejected.format == CSV:
-        return count_reasons(pacsv.read_csv(path))
-    return count_reasons(pq.read_table(path, columns=[REASON]))
