@@ -77,18 +77,13 @@ def monitor(
     start = _window_start(now, window, since)
     loaded = model if isinstance(model, LoadedModel) else load(model, settings)
     name, version = loaded.metadata["name"], str(loaded.metadata["version"])
+    since, until = (start.timestamp() if start else None), now.timestamp() + 1
     log = PredictionLog(settings.home / "predictions.db")
     try:
-        logged = log.window(
-            name, version, since=start.timestamp() if start else None, until=now.timestamp() + 1
-        )
-        routes = route_figures(
-            log, name, since=start.timestamp() if start else None, until=now.timestamp() + 1
-        )
-        events = log.events(
-            name, version, since=start.timestamp() if start else None, until=now.timestamp() + 1
-        )
-        batch_runs = log.batch_runs(name, version, since=start.timestamp() if start else None)
+        logged = log.window(name, version, since=since, until=until)
+        routes = route_figures(log, name, since=since, until=until)
+        events = log.events(name, version, since=since, until=until)
+        batch_runs = log.batch_runs(name, version, since=since, until=until)
     finally:
         log.close()
     report = build_report(loaded, logged, thresholds, start, now)

@@ -261,11 +261,19 @@ class PredictionLog:
             )
 
     def batch_runs(
-        self, model: str, version: str | None = None, since: float | None = None
+        self,
+        model: str,
+        version: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[dict]:
-        """The batch runs of ``model`` (optionally one version, from a time), oldest first."""
+        """The batch runs of ``model`` (optionally one version, a time range), oldest first."""
         query = f"SELECT {', '.join(BATCH_RUN_FIELDS)} FROM batch_runs WHERE model = ?"
-        narrowing = ((" AND version = ?", version), (" AND ts >= ?", since))
+        narrowing = (
+            (" AND version = ?", version),
+            (" AND ts >= ?", since),
+            (" AND ts < ?", until),
+        )
         return self._dicts(query, [model], narrowing, BATCH_RUN_FIELDS)
 
     def _dicts(self, query: str, args: list, narrowing, keys: Sequence[str]) -> list[dict]:
