@@ -7,6 +7,7 @@ The store is resolved once from the environment; MLflow URIs are then passed exp
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,8 @@ DEFAULT_HOME = ".nbmlops"
 
 @dataclass(frozen=True)
 class Settings:
-    """The store: a home folder plus the MLflow tracking and registry URIs.
+    """The store: a home folder, the MLflow tracking and registry URIs, and the prediction
+    log's URI (``NBMLOPS_LOG_URI``; a SQLite file under ``home`` by default).
 
     ``embedded`` is true when nbmlops owns the MLflow backend (sqlite under ``home``).
     """
@@ -24,6 +26,11 @@ class Settings:
     tracking_uri: str
     registry_uri: str
     embedded: bool
+    log_uri: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.log_uri:
+            object.__setattr__(self, "log_uri", f"sqlite:///{self.home / 'predictions.db'}")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -33,7 +40,23 @@ class Settings:
         user_uri = env.get("MLFLOW_TRACKING_URI")
         tracking = user_uri or f"sqlite:///{home / 'mlflow.db'}"
         registry = env.get("MLFLOW_REGISTRY_URI") or tracking
-        return cls(home=home, tracking_uri=tracking, registry_uri=registry, embedded=not user_uri)
+        return cls(
+            home=home,
+            tracking_uri=tracking,
+            registry_uri=registry,
+            embedded=not user_uri,
+            log_uri=env.get("NBMLOPS_LOG_URI", ""),
+        )
+
+    @property
+    def lock_uri(self) -> str | None:
+        """The PostgreSQL database whose advisory locks guard alias moves across machines:
+        the registry's when it is PostgreSQL, else the log's; None when neither is (a file
+        lock under ``home`` then, which holds on one machine)."""
+        for uri in (self.registry_uri, self.log_uri):
+            if uri.startswith(("postgresql:", "postgres:", "postgresql+psycopg:")):
+                return "postgresql://" + uri.split("://", 1)[1]
+        return None
 
     @property
     def artifacts_dir(self) -> Path:
@@ -50,3 +73,8 @@ class Settings:
         self.home.mkdir(parents=True, exist_ok=True)
         if self.embedded:
             self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+
+
+def redacted(uri: str) -> str:
+    """``uri`` without its password, for messages."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", uri)

@@ -161,9 +161,10 @@ class _Steps:
             )
 
     def traffic(self) -> Iterator[str]:
-        from nbmlops.monitoring.predlog import ERROR, OK, REJECTED, PredictionLog
+        from nbmlops.predlog.log import PredictionLog
+        from nbmlops.predlog.records import ERROR, OK, REJECTED
 
-        log = PredictionLog(self.settings.home / "predictions.db")
+        log = PredictionLog(self.settings.log_uri)
         try:
             logged = log.frame(self.model, self.version)
         finally:

@@ -14,6 +14,7 @@ Every message says what happened, shows the offending value and says what to do:
     ├── ValidationError ....... request records that do not match the schema (HTTP 422)
     ├── ServingError .......... a prediction server that cannot start, answer or stop
     ├── BatchError ............ a batch input that cannot be read or scored (exit 1)
+    ├── LogError .............. a prediction log that cannot be opened, read or written
     └── NotebookError ......... a notebook nbmlops runs (the demo) that fails in a cell
 """
 
@@ -99,6 +100,10 @@ class ServingError(NbmlopsError):
 
 class BatchError(NbmlopsError):
     """A batch input that cannot be read or scored: a missing file, column or format."""
+
+
+class LogError(NbmlopsError):
+    """The prediction log (``NBMLOPS_LOG_URI``) cannot be opened, migrated, read or written."""
 
 
 class NotebookError(NbmlopsError):

@@ -13,7 +13,14 @@ from nbclient.exceptions import CellExecutionError
 from nbmlops.config import Settings
 from nbmlops.jobs.notebooks import ensure_kernel
 
-_STORE_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "NBMLOPS_NOTEBOOK_PATH")
+pytest_plugins = ["tests.team_services"]
+
+_STORE_VARIABLES = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_REGISTRY_URI",
+    "NBMLOPS_LOG_URI",
+    "NBMLOPS_NOTEBOOK_PATH",
+)
 
 
 @pytest.fixture(autouse=True)

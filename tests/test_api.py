@@ -17,6 +17,7 @@ EXPECTED_EXPORTS = {
     "BatchError",
     "BatchResult",
     "CaptureError",
+    "LogError",
     "JobResult",
     "LoadedModel",
     "ModelNotFoundError",

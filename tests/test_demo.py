@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 
 import nbmlops
-from nbmlops.monitoring.predlog import PredictionLog
+from nbmlops.predlog.log import PredictionLog
 from nbmlops.registry.registry import Registry
 from tests.jobs.test_widget_state import renders_on_github
 

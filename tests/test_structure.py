@@ -20,6 +20,7 @@ LAYERS = {
     "registry": 2,
     "serving": 3,
     "monitoring": 3,
+    "predlog": 2,
     "jobs": 3,
     "batch": 3,
     "cli": 4,

@@ -26,7 +26,7 @@ from nbmlops.batch.inputs import Piece, Plan
 from nbmlops.batch.outputs import Target, count_reasons, write_part
 from nbmlops.batch.scoring import ChunkScorer
 from nbmlops.errors import BatchError
-from nbmlops.monitoring.predlog import PredictionLog
+from nbmlops.predlog.log import PredictionLog
 from nbmlops.registry.load import LoadedModel
 
 #: The scorers of this worker process, by plugin name.
@@ -67,7 +67,7 @@ def score_on_dask(
     scorer: ChunkScorer,
     targets: tuple[Target, Target],
     connection: Connection,
-    log_path: Path | None,
+    log_uri: str | None,
     tally,
     bar,
 ) -> None:
@@ -100,7 +100,7 @@ def score_on_dask(
             name,
             targets,
             schemas,
-            str(log_path) if log_path else None,
+            log_uri,
             meta=_COUNTS,
             enforce_metadata=False,
         )
@@ -195,7 +195,7 @@ def _score_partition(
     name: str,
     targets: tuple[Target, Target],
     schemas: tuple[pa.Schema, pa.Schema],
-    log_path: str | None,
+    log_uri: str | None,
     partition_info=None,
 ) -> pd.DataFrame:
     """Score one partition on a worker; write its parts; return its counts."""
@@ -208,8 +208,8 @@ def _score_partition(
     write_part(targets[0], piece.index, chunk.scored, schemas[0])
     if chunk.rejected.num_rows:
         write_part(targets[1], piece.index, chunk.rejected, schemas[1])
-    if log_path is not None:
-        log = PredictionLog(Path(log_path))
+    if log_uri is not None:
+        log = PredictionLog(log_uri)
         try:
             log.write(chunk.log)
         finally:

@@ -21,8 +21,8 @@ from nbmlops.batch.outputs import (
 from nbmlops.batch.scoring import ChunkScorer, output_columns
 from nbmlops.config import Settings
 from nbmlops.errors import UsageError
-from nbmlops.monitoring.predlog import PredictionLog
 from nbmlops.monitoring.report_html import facts_table
+from nbmlops.predlog.log import PredictionLog
 from nbmlops.registry.load import LoadedModel, load
 
 LOCAL = "local"
@@ -188,7 +188,7 @@ def _predict(
     scorer = ChunkScorer(
         loaded.files, version, unknown_categories, id_column, log, text=planned.format == CSV
     )
-    log_path = settings.home / "predictions.db"
+    log_uri = settings.log_uri
     bar = _progress_bar(planned.rows, f"{loaded.metadata['name']} v{version}", progress)
     tally = _Tally()
     try:
@@ -197,10 +197,10 @@ def _predict(
 
             score_on_dask(
                 planned, loaded, scorer, (scored_target, rejected_target), connection,
-                log_path if log else None, tally, bar,
+                log_uri if log else None, tally, bar,
             )  # fmt: skip
         else:
-            _score_here(planned, scorer, scored_target, rejected_target, log_path, tally, bar)
+            _score_here(planned, scorer, scored_target, rejected_target, log_uri, tally, bar)
     except BaseException:
         for target in (scored_target, rejected_target):
             target.clear()
@@ -224,7 +224,7 @@ def _predict(
         seconds=time.perf_counter() - started,
         reasons=tuple(tally.reasons.most_common(TOP_REASONS)),
     )
-    _record(result, log_path)
+    _record(result, log_uri)
     return result
 
 
@@ -252,7 +252,7 @@ def _score_here(
     scorer: ChunkScorer,
     scored: Target,
     rejected: Target,
-    log_path: Path,
+    log_uri: str,
     tally: _Tally,
     bar,
 ) -> None:
@@ -261,7 +261,7 @@ def _score_here(
     rejected_schema = scorer.rejected_schema(planned.types)
     writer = None if scored.folder else TableWriter(scored, output_schema)
     rejected_writer: TableWriter | None = None
-    log = PredictionLog(log_path) if scorer.log else None
+    log = PredictionLog(log_uri) if scorer.log else None
     part = 0
     try:
         for piece in planned.pieces:
@@ -314,9 +314,9 @@ def _progress_bar(total: int, label: str, progress: bool | None):
     )
 
 
-def _record(result: BatchResult, log_path: Path) -> None:
+def _record(result: BatchResult, log_uri: str) -> None:
     """The run in the prediction log's database: which version scored which file, when."""
-    log = PredictionLog(log_path)
+    log = PredictionLog(log_uri)
     try:
         log.add_batch_run(
             {

@@ -20,7 +20,7 @@ from nbmlops.artifact.schema import Schema
 from nbmlops.artifact.validation import Validator
 from nbmlops.batch.inputs import typed_frame
 from nbmlops.batch.outputs import REASON, ROW
-from nbmlops.monitoring.predlog import OK, REJECTED, LogRecord, PredictionIds
+from nbmlops.predlog.records import OK, REJECTED, LogRecord, PredictionIds
 
 #: The route batch predictions are logged under.
 BATCH = "batch"

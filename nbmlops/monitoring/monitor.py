@@ -20,7 +20,6 @@ from nbmlops.artifact.labels import accepted, usable
 from nbmlops.config import Settings
 from nbmlops.errors import UsageError
 from nbmlops.monitoring.drift import FeatureDrift, detect_drift
-from nbmlops.monitoring.predlog import ERROR, REJECTED, PredictionLog, Window
 from nbmlops.monitoring.report import (
     ALERT,
     OK_STATUS,
@@ -32,6 +31,8 @@ from nbmlops.monitoring.report import (
 )
 from nbmlops.monitoring.routes import route_figures
 from nbmlops.packaging.evaluate import LOWER_IS_BETTER, evaluate
+from nbmlops.predlog.log import PredictionLog
+from nbmlops.predlog.records import ERROR, REJECTED, Window
 from nbmlops.registry.load import LoadedModel, load
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
@@ -78,7 +79,7 @@ def monitor(
     loaded = model if isinstance(model, LoadedModel) else load(model, settings)
     name, version = loaded.metadata["name"], str(loaded.metadata["version"])
     since, until = (start.timestamp() if start else None), now.timestamp() + 1
-    log = PredictionLog(settings.home / "predictions.db")
+    log = PredictionLog(settings.log_uri)
     try:
         logged = log.window(name, version, since=since, until=until)
         routes = route_figures(log, name, since=since, until=until)

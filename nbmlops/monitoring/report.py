@@ -113,7 +113,7 @@ class MonitorReport:
     #: ``{"ts", "kind", "version", "primary_version", "reason"}``
     events: tuple[dict, ...] = ()
     #: the files this version scored over the window (``nbmlops predict``): the fields of
-    #: :data:`nbmlops.monitoring.predlog.BATCH_RUN_FIELDS`
+    #: :data:`nbmlops.predlog.records.BATCH_RUN_FIELDS`
     batch_runs: tuple[dict, ...] = ()
 
     def to_dict(self) -> dict:

@@ -12,7 +12,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from nbmlops.monitoring.predlog import ERROR, OK, REJECTED, PredictionLog
+from nbmlops.predlog.log import PredictionLog
+from nbmlops.predlog.records import ERROR, OK, REJECTED
 
 PRIMARY, CANARY, SHADOW = "primary", "canary", "shadow"
 _ORDER = {PRIMARY: 0, CANARY: 1, SHADOW: 2}

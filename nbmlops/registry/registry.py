@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlparse
 from nbmlops.config import Settings
 from nbmlops.errors import ModelNotFoundError, RegistryError, UsageError
 from nbmlops.registry import history
-from nbmlops.registry.lock import file_lock
+from nbmlops.registry.lock import advisory_lock, file_lock
 
 PRODUCTION = "production"
 PREVIOUS = "previous"
@@ -199,18 +199,21 @@ class Registry:
             self.client.set_terminated(run_id, status="FAILED")
             raise
         self.client.set_terminated(run_id)
-        try:
-            self.client.create_registered_model(name)
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-        mv = self.client.create_model_version(
-            name,
-            source=f"{run.info.artifact_uri}/model",
-            run_id=run_id,
-            tags=version_tags,
-            description=description,
-        )
+        # Under the model's lock: two registrations of one name at once each get a version
+        # (a tracking server on PostgreSQL can otherwise give both the same number and refuse one)
+        with alias_lock(self.settings, name):
+            try:
+                self.client.create_registered_model(name)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            mv = self.client.create_model_version(
+                name,
+                source=f"{run.info.artifact_uri}/model",
+                run_id=run_id,
+                tags=version_tags,
+                description=description,
+            )
         return self.get(name, mv.version)
 
     def set_alias(
@@ -460,12 +463,19 @@ def _iso(millis: int | None) -> str:
 
 @contextlib.contextmanager
 def alias_lock(settings: Settings, model: str):
-    """Hold the store's lock on ``model``'s aliases: two alias writes (promotions, rollbacks, a
-    job's gate and candidate, ``package(alias=)``, archiving) on one machine never lose or cross
-    an update. Re-entrant within a thread; every alias-writing method of :class:`Registry`
-    takes it."""
-    with file_lock(settings.home / "locks" / f"{validate_name(model)}.lock"):
-        yield
+    """Hold the store's lock on ``model``'s aliases and versions: two alias writes (promotions,
+    rollbacks, a job's gate and candidate, ``package(alias=)``, archiving, a canary's promotion)
+    or two registrations never lose or cross an update. On a PostgreSQL registry or log
+    (:attr:`Settings.lock_uri`) it is an advisory lock there, held across machines; otherwise a
+    file lock under the store, held on this machine. Re-entrant within a thread; every
+    alias-writing method of :class:`Registry` takes it."""
+    name = validate_name(model)
+    if settings.lock_uri is not None:
+        with advisory_lock(settings.lock_uri, f"nbmlops/aliases/{name}"):
+            yield
+    else:
+        with file_lock(settings.home / "locks" / f"{name}.lock"):
+            yield
 
 
 def promote(ref: str, to: str = PRODUCTION, settings: Settings | None = None) -> ModelVersion:

@@ -27,6 +27,7 @@ class Store:
     tracking_uri: str
     registry_uri: str
     embedded: bool
+    log_uri: str = ""
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class ServerConfig:
     artifact: str
     name: str
     version: str
-    log_path: str
+    log_uri: str
     artifact_sha256: str | None = None  # the registry's digest of the manifest, when tagged
     aliases: tuple[str, ...] = ()
     host: str = "127.0.0.1"

@@ -164,7 +164,11 @@ class AliasFollower:
 
             store = self.config.store
             settings = Settings(
-                Path(store.home), store.tracking_uri, store.registry_uri, store.embedded
+                Path(store.home),
+                store.tracking_uri,
+                store.registry_uri,
+                store.embedded,
+                store.log_uri,
             )
             self._registry = Registry(settings)
         return self._registry

@@ -84,7 +84,7 @@ def build_config(model: str, settings: Settings, options: ServeOptions) -> Serve
         name=version.name,
         version=version.version,
         aliases=version.aliases,
-        log_path=str(settings.home / "predictions.db"),
+        log_uri=settings.log_uri,
         host=options.host,
         port=options.port or free_port(options.host),
         token=token,
@@ -105,7 +105,11 @@ def build_config(model: str, settings: Settings, options: ServeOptions) -> Serve
         promote_after=progressive.promote_after if progressive else None,
         follow=follow,
         store=Store(
-            str(settings.home), settings.tracking_uri, settings.registry_uri, settings.embedded
+            str(settings.home),
+            settings.tracking_uri,
+            settings.registry_uri,
+            settings.embedded,
+            settings.log_uri,
         ),
     )
     limits = {"max_records": options.max_records, "max_body_bytes": options.max_body_bytes}

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 
 from nbmlops.artifact.files import ArtifactFiles
 from nbmlops.artifact.validation import Validator
 from nbmlops.errors import ValidationError
-from nbmlops.monitoring.predlog import (
-    ERROR,
-    OK,
-    REJECTED,
-    LogRecord,
-    PredictionIds,
-    PredictionLog,
-)
+from nbmlops.predlog.log import PredictionLog
+from nbmlops.predlog.records import ERROR, OK, REJECTED, LogRecord, PredictionIds
 from nbmlops.serving.batcher import Job, MicroBatcher
 from nbmlops.serving.config import PRIMARY, SHADOW, ServerConfig
 from nbmlops.serving.metrics import ServerMetrics
@@ -48,7 +41,7 @@ class Service:
         self.predictor = files.predictor()
         self.schema = self.files.schema
         self.validator = Validator(self.schema, config.unknown_categories)
-        self.log = log or PredictionLog(Path(config.log_path), checkpoint_every=1.0)
+        self.log = log or PredictionLog(config.log_uri, checkpoint_every=1.0)
         self.metrics = metrics or ServerMetrics(
             config.name, config.version, self.schema, self.files.profile
         )

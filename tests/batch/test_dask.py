@@ -16,7 +16,7 @@ from distributed import Client, LocalCluster
 
 import nbmlops
 from nbmlops.cli import main
-from nbmlops.monitoring.predlog import PredictionLog
+from nbmlops.predlog.log import PredictionLog
 from tests.batch.test_local import zoned_features, zoned_frame
 from tests.churn_store import churn_registry_fixture, churn_store_fixture  # noqa: F401
 

@@ -16,7 +16,7 @@ import pytest
 import nbmlops
 from nbmlops.batch.inputs import plan
 from nbmlops.cli import main
-from nbmlops.monitoring.predlog import PredictionLog
+from nbmlops.predlog.log import PredictionLog
 from tests.churn_store import churn_registry_fixture, churn_store_fixture  # noqa: F401
 
 MODEL = "churn@v2"

@@ -18,7 +18,8 @@ from nbmlops.cli import main
 from nbmlops.datasets import make_churn
 from nbmlops.monitoring.drift import benjamini_hochberg, detect_drift
 from nbmlops.monitoring.monitor import monitor, parse_duration
-from nbmlops.monitoring.predlog import ERROR, OK, REJECTED, LogRecord, PredictionLog
+from nbmlops.predlog.log import PredictionLog
+from nbmlops.predlog.records import ERROR, OK, REJECTED, LogRecord
 from tests.served_model import logistic_pipeline
 
 NUMERIC = ["tenure_months", "monthly_charges", "support_calls"]

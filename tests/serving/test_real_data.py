@@ -25,7 +25,7 @@ from nbclient import NotebookClient
 from nbmlops.artifact.frames import to_records
 from nbmlops.config import Settings
 from nbmlops.jobs.notebooks import ensure_kernel
-from nbmlops.monitoring.predlog import PredictionLog
+from nbmlops.predlog.log import PredictionLog
 from nbmlops.serving.process import serve
 from tests.real_data import CELLS
 from tests.serving.test_openapi import assert_schemathesis_finds_no_server_error

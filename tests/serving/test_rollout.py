@@ -20,7 +20,7 @@ from nbmlops.config import Settings
 from nbmlops.datasets import make_churn
 from nbmlops.errors import UsageError
 from nbmlops.monitoring.monitor import monitor
-from nbmlops.monitoring.predlog import PredictionLog
+from nbmlops.predlog.log import PredictionLog
 from nbmlops.serving.client import ServerList
 from nbmlops.serving.process import list_servers, serve
 from tests.capture_examples import add_charge_per_call

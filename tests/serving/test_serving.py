@@ -21,7 +21,7 @@ import nbmlops
 from nbmlops.config import Settings
 from nbmlops.datasets import make_churn
 from nbmlops.errors import UsageError, ValidationError
-from nbmlops.monitoring.predlog import PredictionLog
+from nbmlops.predlog.log import PredictionLog
 from nbmlops.serving.process import free_port, list_servers, serve, stop_servers
 from tests.served_model import server_fixture, store_fixture  # noqa: F401 - fixtures
 

@@ -1,4 +1,5 @@
-"""The prediction log read back for the monitor: statuses, scored rows, feedback by id."""
+"""The prediction log read back for the monitor: statuses, scored rows, feedback by id; on
+SQLite and on PostgreSQL alike."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import time
 
 import numpy as np
 
-from nbmlops.monitoring.predlog import ERROR, OK, REJECTED, LogRecord, PredictionLog
+from nbmlops.predlog.log import PredictionLog
+from nbmlops.predlog.records import ERROR, OK, REJECTED, LogRecord
 
 
 def record(i: int, status: str = OK, ts: float | None = None, **inputs) -> LogRecord:
@@ -33,8 +35,8 @@ def logged(i: int, inputs: str | None) -> LogRecord:
     return dataclasses.replace(record(i), inputs=inputs)
 
 
-def test_window_reads_statuses_scored_rows_and_feedback_by_id(tmp_path):
-    log = PredictionLog(tmp_path / "predictions.db")
+def test_window_reads_statuses_scored_rows_and_feedback_by_id(log_uri):
+    log = PredictionLog(log_uri)
     # written out of time order: the window comes back in time order
     log.write([record(i) for i in (5, 3, 1, 4, 2, 0)])
     log.write([record(10, REJECTED), record(11, ERROR), record(12, OK, ts=5000.0)])
@@ -52,8 +54,8 @@ def test_window_reads_statuses_scored_rows_and_feedback_by_id(tmp_path):
     log.close()
 
 
-def test_window_copes_with_values_of_mixed_types_and_an_empty_range(tmp_path):
-    log = PredictionLog(tmp_path / "predictions.db")
+def test_window_copes_with_values_of_mixed_types_and_an_empty_range(log_uri):
+    log = PredictionLog(log_uri)
     log.write([record(0, x=1.5, city="a"), record(1, x="n/a", city="b")])
     window = log.window("churn", "1")
     assert window.inputs["x"].tolist() == [1.5, "n/a"]
@@ -101,8 +103,8 @@ def test_window_skips_and_counts_texts_that_are_not_objects_keeping_positions(tm
     log.close()
 
 
-def test_window_reads_a_null_line_after_the_first_as_skipped_not_as_a_row_of_nulls(tmp_path):
-    log = PredictionLog(tmp_path / "predictions.db")
+def test_window_reads_a_null_line_after_the_first_as_skipped_not_as_a_row_of_nulls(log_uri):
+    log = PredictionLog(log_uri)
     log.write([record(0), logged(1, "null"), logged(2, "{}"), record(3)])
     window = log.window("churn", "1")
     assert window.skipped == {"inputs": 1}

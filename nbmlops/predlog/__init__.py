@@ -1,0 +1,1 @@
+"""The prediction log: every record scored, rejected or failed, in SQLite or PostgreSQL."""
