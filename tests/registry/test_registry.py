@@ -16,6 +16,7 @@ from pathlib import Path
 import mlflow
 import mlflow.pyfunc
 import pandas as pd
+import psycopg
 import pytest
 
 import nbmlops
@@ -534,8 +535,18 @@ for _ in range(times):
 """
 
 
-def test_two_processes_swapping_aliases_never_lose_previous(churn_registry):
-    registry = Registry()
+@pytest.fixture(params=["file", "postgresql"])
+def lock_kind(request, monkeypatch) -> str:
+    """The alias lock as a file under the store, or as an advisory lock in the PostgreSQL log's
+    database (``NBMLOPS_LOG_URI``), which holds across machines."""
+    if request.param == "postgresql":
+        monkeypatch.setenv("NBMLOPS_LOG_URI", request.getfixturevalue("postgres_log_uri"))
+    return request.param
+
+
+def test_two_processes_swapping_aliases_never_lose_previous(churn_registry, lock_kind):
+    registry = Registry(Settings.from_env())
+    assert (registry.settings.lock_uri is None) == (lock_kind == "file")
     registry.set_alias(f"{NAME}@v1", "production")
     registry.set_alias(f"{NAME}@v2", "production")
     assert aliases_of(registry) == {"production": "2", "previous": "1"}
@@ -554,7 +565,8 @@ def test_two_processes_swapping_aliases_never_lose_previous(churn_registry):
     assert aliases_of(registry) == {"production": "2", "previous": "1"}
 
 
-def test_the_lock_is_reentrant_in_a_thread_and_exclusive_across_threads(settings):
+def test_the_lock_is_reentrant_in_a_thread_and_exclusive_across_threads(lock_kind):
+    settings = Settings.from_env()
     order = []
 
     def nested():  # the job holds the lock while it scores, then promotes under it again
@@ -606,3 +618,46 @@ def test_every_alias_write_in_nbmlops_is_under_the_alias_lock():
 
 def _calls(node: ast.AST, name: str) -> bool:
     return isinstance(node, ast.Call) and getattr(node.func, "id", None) == name
+
+
+def test_the_postgresql_lock_is_held_in_the_database_and_dropped_with_its_process(
+    postgres_log_uri, monkeypatch
+):
+    monkeypatch.setenv("NBMLOPS_LOG_URI", postgres_log_uri)
+    settings = Settings.from_env()
+
+    def advisory_locks() -> int:
+        with psycopg.connect(postgres_log_uri) as db:
+            query = "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            return db.execute(query).fetchone()[0]
+
+    with alias_lock(settings, NAME):
+        assert advisory_locks() == 1, "another machine sees the lock in the database"
+    assert advisory_locks() == 0
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, NAME], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "held"
+    taken = threading.Event()
+
+    def take():
+        with alias_lock(settings, NAME):
+            taken.set()
+
+    threading.Thread(target=take, daemon=True).start()
+    assert not taken.wait(timeout=1.5), "the lock was taken while another process held it"
+    holder.kill()  # a crashed process never leaves the model locked
+    holder.wait()
+    assert taken.wait(timeout=30), "the lock of a killed process was never released"
+
+
+#: Takes the model's lock, says so, and waits to be killed.
+_HOLDER = """
+import sys, time
+from nbmlops.config import Settings
+from nbmlops.registry.registry import alias_lock
+
+with alias_lock(Settings.from_env(), sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
