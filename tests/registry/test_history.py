@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -22,7 +23,6 @@ from tests.churn_store import (
     churn_store_fixture,  # noqa: F401 - a fixture
 )
 from tests.served_model import logistic_pipeline
-from tests.test_tracking_server import tracking_server  # noqa: F401 - a fixture
 
 
 def moves(events: list[AliasEvent]) -> list[tuple]:
@@ -200,21 +200,18 @@ def test_history_command_without_moves_and_for_an_unknown_model(churn_registry, 
 # -- a shared tracking server ------------------------------------------------------------------
 
 
-def test_history_is_shared_through_a_tracking_server(
-    tracking_server,  # noqa: F811 - a fixture
-    monkeypatch,
-    tmp_path,
-):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server)
-    package("churn", 1)
-    package("churn", 2)
-    nbmlops.promote("churn@v1")
+def test_history_is_shared_through_a_tracking_server(team_tracking_uri, monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", team_tracking_uri)
+    name = f"churn-{uuid.uuid4().hex[:8]}"  # the server is shared by the session's tests
+    package(name, 1)
+    package(name, 2)
+    nbmlops.promote(f"{name}@v1")
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
-    nbmlops.promote("churn@v2")
+    nbmlops.promote(f"{name}@v2")
     # Another machine: its own NBMLOPS_HOME, the same server.
-    env = {"MLFLOW_TRACKING_URI": tracking_server, "NBMLOPS_HOME": str(tmp_path / "other")}
+    env = {"MLFLOW_TRACKING_URI": team_tracking_uri, "NBMLOPS_HOME": str(tmp_path / "other")}
     other = Registry(Settings.from_env(env))
-    assert [(e.user, e.move) for e in history("churn", "production", other)] == [
+    assert [(e.user, e.move) for e in history(name, "production", other)] == [
         ("alice", "- -> v1"),
         ("bob", "v1 -> v2"),
     ]
