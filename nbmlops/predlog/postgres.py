@@ -38,6 +38,7 @@ class PostgresBackend:
             max_size=max_connections,
             name="nbmlops-log",
             check=ConnectionPool.check_connection,  # a restarted server costs no failed write
+            timeout=5,  # an outage answers 503 in seconds rather than holding every request
             open=False,
         )
         self._pool.open(wait=True, timeout=15)

@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from nbmlops.errors import LogError
 from nbmlops.serving.responses import logger
 
 
@@ -193,10 +194,12 @@ class MicroBatcher:
                 else:
                     results = await loop.run_in_executor(self._executor, self._score, jobs)
             except Exception as exc:  # noqa: BLE001 - every waiting request gets the failure
-                logger.exception("scoring a batch failed")
+                if not isinstance(exc, LogError):  # the log's outage is the answer itself
+                    logger.exception("scoring a batch failed")
+                    exc = BatchLoopFailure(str(exc))
                 for job in jobs:
                     if not job.future.done():
-                        job.future.set_exception(BatchLoopFailure(str(exc)))
+                        job.future.set_exception(exc)
                 continue
             finally:
                 seconds = time.perf_counter() - started

@@ -12,6 +12,7 @@ from fastapi.responses import Response
 
 from nbmlops.artifact.labels import label_problems
 from nbmlops.artifact.validation import Problem
+from nbmlops.errors import LogError
 from nbmlops.serving.batcher import BatchLoopFailure
 from nbmlops.serving.config import ServerConfig
 from nbmlops.serving.deployment import Deployment
@@ -27,6 +28,7 @@ from nbmlops.serving.protocols import (
     v2_response,
 )
 from nbmlops.serving.responses import (
+    LOG_UNAVAILABLE,
     SERVER_FAILED,
     HTTPProblem,
     error_response,
@@ -197,6 +199,9 @@ class ScoringRoutes:
             return problem.response(request_id)
         except ModelFailure as exc:
             return error_response(500, str(exc), request_id)
+        except LogError as exc:  # an answer is released only once it is logged
+            logger.error("request %s: %s", request_id, exc)
+            return error_response(503, LOG_UNAVAILABLE, request_id)
         except _Disconnected:
             raise
         except Exception as exc:  # noqa: BLE001 - never a traceback to the caller

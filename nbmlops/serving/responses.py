@@ -14,6 +14,10 @@ MODEL_FAILED = (
     "The server's log has the details under this request id"
 )
 SERVER_FAILED = "the server failed on this request; its log has the details under this request id"
+LOG_UNAVAILABLE = (
+    "the prediction log cannot be written, so nothing was answered or recorded; retry shortly. "
+    "The server's log has the details under this request id"
+)
 logger = logging.getLogger("uvicorn.error")
 
 

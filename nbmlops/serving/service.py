@@ -9,7 +9,7 @@ import numpy as np
 
 from nbmlops.artifact.files import ArtifactFiles
 from nbmlops.artifact.validation import Validator
-from nbmlops.errors import ValidationError
+from nbmlops.errors import LogError, ValidationError
 from nbmlops.predlog.log import PredictionLog
 from nbmlops.predlog.records import ERROR, OK, REJECTED, LogRecord, PredictionIds
 from nbmlops.serving.batcher import Job, MicroBatcher
@@ -159,7 +159,10 @@ class Service:
         latency = (time.perf_counter() - started) * 1000
         inputs = body[:4096].decode("utf-8", "replace")
         error = problem.message + "".join(f"; {p.to_dict()}" for p in problem.problems[:5])
-        self.log.write([self._record(endpoint, REJECTED, latency, inputs, error=error)])
+        try:
+            self.log.write([self._record(endpoint, REJECTED, latency, inputs, error=error)])
+        except LogError as exc:  # the caller still learns what was wrong with its request
+            logger.error("a rejected request could not be logged: %s", exc)
 
     async def predict_records(
         self, records, endpoint: str, started: float, request_id: str, links=None
