@@ -12,10 +12,8 @@ import uuid
 from pathlib import Path
 
 import httpx
-import pytest
 
 import nbmlops
-from nbmlops.config import Settings
 from nbmlops.datasets import make_churn
 from nbmlops.predlog.log import PredictionLog
 from nbmlops.registry.registry import Registry
@@ -44,13 +42,6 @@ clf = make_pipeline(
 ).fit(x, y)
 print(nbmlops.package(name, clf, x, target=y).version)
 """
-
-
-@pytest.fixture
-def team(team_tracking_uri, postgres_log_uri, monkeypatch) -> Settings:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", team_tracking_uri)
-    monkeypatch.setenv("NBMLOPS_LOG_URI", postgres_log_uri)
-    return Settings.from_env()
 
 
 def package_at_once(name: str, seeds: list[int]) -> list[str]:

@@ -11,24 +11,14 @@ from pathlib import Path
 
 import httpx
 import nbformat
-import pytest
 
 import nbmlops
 from nbmlops.cli import main
-from nbmlops.config import Settings
 from nbmlops.datasets import make_churn
 from nbmlops.predlog.log import PredictionLog
 from nbmlops.registry.registry import Registry
 
 TRAIN = Path(__file__).resolve().parents[2] / "notebooks" / "train.ipynb"
-
-
-@pytest.fixture
-def team(team_tracking_uri, postgres_log_uri, monkeypatch) -> Settings:
-    """What a team member sets: the tracking server and the log; nothing else."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", team_tracking_uri)
-    monkeypatch.setenv("NBMLOPS_LOG_URI", postgres_log_uri)
-    return Settings.from_env()
 
 
 def training_notebook(directory: Path, name: str) -> Path:
