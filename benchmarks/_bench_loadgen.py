@@ -17,7 +17,9 @@ Run::
 and it prints one JSON object: ``requests``, ``seconds``, ``rps``, ``p50_ms``, ``p90_ms``,
 ``p99_ms``, ``max_ms``, ``statuses`` (non-200 answers by status, and ``"connection"`` for
 dropped connections), ``bad_bodies`` (200 answers whose body was checked and was wrong) and
-``cpu_seconds`` (user + system time of this process while it ran).
+``cpu_seconds`` (user + system time of this process while it ran); and ``ok_total``, every
+200 answer of the whole run, warm-up and the requests still in flight at the end included (what
+the server logged, to check its prediction log against).
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ class Load:
         self.statuses: Counter[str] = Counter()
         self.bad_bodies = 0
         self.checked = 0
+        self.ok_total = 0  # every 200 answer, in the measured window or not
         self.t_measure = 0.0
         self.t_end = 0.0
 
@@ -123,6 +126,8 @@ class Load:
                 writer = None
                 continue
             done = time.perf_counter()
+            if status == 200:
+                self.ok_total += 1
             if not self.t_measure <= done <= self.t_end:
                 if not keep_alive:
                     writer.close()
@@ -169,6 +174,7 @@ class Load:
             "errors": sum(self.statuses.values()) + self.bad_bodies,
             "bad_bodies": self.bad_bodies,
             "checked_bodies": self.checked,
+            "ok_total": self.ok_total,
             "cpu_seconds": cpu,
             "wall_seconds": time.perf_counter() - now,
         }

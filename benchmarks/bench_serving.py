@@ -34,6 +34,21 @@ the repository):
    churn@v1`` runs with ``--shadow churn@v2`` (fraction 1) and with ``--canary churn@v2 --weight
    0.1``, 1-row requests at concurrency 16; their throughput is given against the plain server's.
 
+7. The prediction log in PostgreSQL: a throwaway PostgreSQL cluster (``initdb -A trust -U
+   postgres`` in a new temporary directory, as the ``postgres`` user when we are root, started
+   with ``pg_ctl start`` on a free loopback port, its socket in that directory) with
+   PostgreSQL's DEFAULT durability settings, ``fsync`` and ``synchronous_commit`` on, as a team
+   runs it (``.ci/team-services`` turns ``fsync`` off for tests; this must not): every commit
+   waits for its write-ahead log to reach the disk. ``nbmlops serve churn`` runs with
+   ``NBMLOPS_LOG_URI=postgresql://postgres@127.0.0.1:PORT/nbmlops_bench``, 1-row requests at
+   concurrency 16, between two servers that log to SQLite (the default) measured the same way
+   right before and right after it (the machine's speed drifts over minutes); the target is
+   at least 0.8x their mean throughput. After the load, the rows the load added to the
+   PostgreSQL log's ``predictions`` table must equal its 200 answers (warm-up and tail
+   included) x rows per request. The cluster is stopped (``pg_ctl stop -m fast``) and its
+   directory removed at the end, whatever happened. ``--no-postgres`` skips this step;
+   ``--pg-bin`` is where ``initdb`` and ``pg_ctl`` are (PostgreSQL 15's by default).
+
 The results (a Markdown table with the issue's targets, met or not) go to stdout and to the
 section between the bench_serving markers in benchmarks/README.md.
 """
@@ -47,6 +62,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -70,14 +86,26 @@ HOST = "127.0.0.1"
 MODEL = "churn"
 #: the rollout servers' names in the results: churn v1 with churn v2 as a shadow or canary
 SHADOW, CANARY = "nbmlops+shadow", "nbmlops+canary"
+#: the prediction log's servers: the log in PostgreSQL, between two that log to SQLite
+LOG_SQLITE_BEFORE, LOG_POSTGRES, LOG_SQLITE_AFTER = (
+    "nbmlops+sqlite-before",
+    "nbmlops+postgres",
+    "nbmlops+sqlite-after",
+)
+LOG_SERVERS = (LOG_SQLITE_BEFORE, LOG_POSTGRES, LOG_SQLITE_AFTER)
 # The issue's targets.
 TARGET_THROUGHPUT = 10.0  # nbmlops req/s at least 10x MLflow's, 1-row requests, concurrency 16
 TARGET_P50_MS = 2.0  # nbmlops p50 at concurrency 1 within 2 ms of the raw in-process predict
 TARGET_READY_S = 3.0  # nbmlops ready within 3 s of start
+TARGET_POSTGRES = 0.8  # the log in PostgreSQL: at least 0.8x the req/s with the log in SQLite
 ROW_COUNTS = (1, 100)
 CONCURRENCIES = (1, 16)
 READY_TIMEOUT = 120.0
 STOP_GRACE = 15.0
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PG_DATABASE = "nbmlops_bench"
+#: reported with the results: what a commit waits for
+PG_SETTINGS = ("server_version", "fsync", "synchronous_commit", "wal_sync_method")
 
 sys.path.insert(0, str(HERE))
 import _bench_pipeline as pipeline  # noqa: E402 - needs the path above when imported elsewhere
@@ -105,6 +133,18 @@ machine's speed drifts over minutes); `nbmlops.load(...).predict(frame)`, which 
 against the schema first as the server does, is shown beside it. The issue's targets: at least 10x
 MLflow's throughput on 1-row requests at concurrency 16, p50 at concurrency 1 within 2 ms of the raw
 predict, ready within 3 s of start.
+
+The prediction log in PostgreSQL: the benchmark starts a throwaway PostgreSQL 15 cluster on the same
+machine (`initdb` in a temporary directory, `pg_ctl start` on a free loopback port; stopped with
+`pg_ctl stop -m fast` and removed at the end) with PostgreSQL's default durability, `fsync` and
+`synchronous_commit` on, as a team runs it: each commit, one per micro-batch, waits for the
+write-ahead log to reach the disk (the SQLite log, in WAL mode with `synchronous=NORMAL`, does not
+wait for the disk). `nbmlops serve churn` with `NBMLOPS_LOG_URI=postgresql://...` is measured on
+1-row requests at concurrency 16 between two servers logging to SQLite (the default), measured the
+same way right before and right after it; the issue's target: at least 0.8x their mean throughput
+(within 20 %). After the load, the rows it added to the PostgreSQL log's `predictions` table must
+equal the server's 200 answers (warm-up and tail included) x rows per request. `--no-postgres`
+skips this; `--pg-bin DIR` points at other PostgreSQL binaries.
 
 Everything runs on the same small machine: the load generator and the server share its cores
 (their CPU use is in the table), so absolute numbers are lower than on a dedicated client and
@@ -152,6 +192,10 @@ class Cell:
     server_cpu: float  # CPU seconds of the server's processes during the load (warm-up included)
     wall: float
     batches: dict = field(default_factory=dict)
+    #: ``(rows the load added to the log, 200 answers x rows per request)``, where checked
+    log_rows: tuple[int, int] | None = None
+    #: CPU seconds of the PostgreSQL cluster's processes during the load, where it logs there
+    postgres_cpu: float = math.nan
 
 
 _running: list[Server] = []
@@ -295,6 +339,95 @@ def http_json(url: str, body: dict | None = None, timeout: float = 30) -> tuple[
         return status, raw.decode("utf-8", "replace")
 
 
+# -- PostgreSQL ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Postgres:
+    """A throwaway PostgreSQL cluster of our own (see :func:`postgres_cluster`)."""
+
+    bin: Path
+    root: Path
+    port: int
+    settings: dict = field(default_factory=dict)
+
+    def uri(self, database: str = PG_DATABASE) -> str:
+        return f"postgresql://postgres@{HOST}:{self.port}/{database}"
+
+    def query(self, sql: str, database: str = PG_DATABASE) -> list[tuple]:
+        import psycopg
+
+        with psycopg.connect(self.uri(database), autocommit=True, connect_timeout=15) as conn:
+            cursor = conn.execute(sql)
+            return cursor.fetchall() if cursor.description else []
+
+    def log_rows(self) -> int:
+        return int(self.query("SELECT count(*) FROM predictions")[0][0])
+
+    def cpu(self) -> float:
+        """CPU seconds of the cluster's live processes (the server and its children)."""
+        postmaster = int((self.root / "data" / "postmaster.pid").read_text().split()[0])
+        return group_cpu(os.getpgid(postmaster))
+
+
+def _as_postgres(argv: list) -> list[str]:
+    """initdb and the server refuse to run as root: as root, they run as the postgres user."""
+    argv = [str(a) for a in argv]
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+def _pg_run(argv: list, log: Path | None = None) -> None:
+    # cwd /: the postgres user may not be allowed into ours
+    done = subprocess.run(_as_postgres(argv), cwd="/", capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+        raise RuntimeError(
+            f"{Path(argv[0]).name} {argv[1] if len(argv) > 1 else ''} failed "
+            f"({done.returncode}):\n{(done.stdout + done.stderr)[-2000:]}\n{tail}"
+        )
+
+
+@contextlib.contextmanager
+def postgres_cluster(pg_bin: Path) -> Iterator[Postgres]:
+    """A new cluster in a new temporary directory, running on a free loopback port (its socket
+    in that directory too) with PostgreSQL's default settings, durability included (fsync and
+    synchronous_commit on: what a team runs), with the benchmark's database created; stopped
+    with ``pg_ctl stop -m fast`` and its directory removed at the end, whatever happened."""
+    from nbmlops.serving.process import free_port
+
+    missing = [tool for tool in ("initdb", "pg_ctl") if not (pg_bin / tool).exists()]
+    if missing:
+        raise RuntimeError(
+            f"no {' or '.join(missing)} in {pg_bin}: pass --pg-bin DIR (PostgreSQL's binaries) "
+            "or --no-postgres"
+        )
+    root = Path(tempfile.mkdtemp(prefix="nbmlops-bench-pg-"))
+    data, log = root / "data", root / "postgres.log"
+    try:
+        if os.geteuid() == 0:
+            shutil.chown(root, "postgres", "postgres")
+        _pg_run([pg_bin / "initdb", "-D", data, "-A", "trust", "-U", "postgres"])
+        port = free_port(HOST)
+        # -l: the server must not inherit our pipes (run() would wait for them to close)
+        options = f"-h {HOST} -p {port} -k {root}"
+        _pg_run(
+            [pg_bin / "pg_ctl", "start", "-w", "-t", "60", "-D", data, "-l", log, "-o", options],
+            log,
+        )
+        cluster = Postgres(pg_bin, root, port)
+        cluster.query(f"CREATE DATABASE {PG_DATABASE}", database="postgres")
+        cluster.settings = {name: cluster.query(f"SHOW {name}")[0][0] for name in PG_SETTINGS}
+        yield cluster
+    finally:
+        try:
+            if (data / "postmaster.pid").exists():
+                _pg_run(
+                    [pg_bin / "pg_ctl", "stop", "-m", "fast", "-w", "-t", "60", "-D", data], log
+                )
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
 # -- payloads and checks ------------------------------------------------------------------------
 
 
@@ -427,7 +560,10 @@ def run_load(
     rows: int,
     concurrency: int,
     args: argparse.Namespace,
+    postgres: Postgres | None = None,
 ) -> Cell:
+    """One cell; with ``postgres`` (the server logs there), the rows the load added to the log
+    must be its 200 answers x ``rows``, and the cluster's CPU time is measured too."""
     argv = [
         sys.executable,
         str(LOADGEN),
@@ -448,20 +584,26 @@ def run_load(
         "--expect-rows",
         str(rows),
     ]
-    is_nbmlops = server.name == "nbmlops"
+    is_nbmlops = server.name in ("nbmlops", *LOG_SERVERS)
     before = nbmlops_counters(server) if is_nbmlops else {}
+    logged = postgres.log_rows() if postgres else 0
     cpu0 = group_cpu(server.proc.pid)
+    pg_cpu0 = postgres.cpu() if postgres else math.nan
     wall0 = time.perf_counter()
     done = subprocess.run(
         argv, capture_output=True, text=True, timeout=args.warmup + args.seconds + 120
     )
     wall = time.perf_counter() - wall0
     cpu = group_cpu(server.proc.pid) - cpu0
+    pg_cpu = postgres.cpu() - pg_cpu0 if postgres else math.nan
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed ({done.returncode}):\n{done.stderr[-2000:]}")
     result = json.loads(done.stdout)
     batches = batch_summary(before, nbmlops_counters(server)) if is_nbmlops else {}
     cell = Cell(server.name, path, rows, concurrency, result, cpu, wall, batches)
+    if postgres:
+        cell.log_rows = (postgres.log_rows() - logged, result["ok_total"] * rows)
+        cell.postgres_cpu = pg_cpu
     extra = (
         f", {batches['rows_per_batch']:.1f} rows/batch, "
         f"{batches['model_ms_per_batch']:.2f} ms model/batch"
@@ -475,6 +617,15 @@ def run_load(
         f"server CPU {cpu / wall:.0%}  loadgen CPU {result['cpu_seconds'] / wall:.0%}{extra}",
         flush=True,
     )
+    if cell.log_rows:
+        added, answered = cell.log_rows
+        print(
+            f"  {server.name}: the load added {added:,} rows to the log for "
+            f"{result['ok_total']:,} 200 answers x {rows} rows = {answered:,}: "
+            + ("none lost" if added == answered else "MISMATCH"),
+            flush=True,
+        )
+        print(f"  PostgreSQL's processes: CPU {pg_cpu / wall:.0%}", flush=True)
     return cell
 
 
@@ -482,7 +633,7 @@ def run_load(
 
 
 def machine_info(args: argparse.Namespace) -> list[str]:
-    return [
+    info = [
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {platform.platform()}, {os.cpu_count()} cores "
         f"({bench_package.cpu_model()}); load generator, servers and benchmark share them",
@@ -498,6 +649,13 @@ def machine_info(args: argparse.Namespace) -> list[str]:
         f"- load: {args.warmup:g} s warm-up then {args.seconds:g} s measured per cell, "
         "closed loop (concurrency = requests in flight, each on its own keep-alive connection)",
     ]
+    if args.postgres:
+        info.append(
+            f"- PostgreSQL: {args.postgres['server_version']} ({args.pg_bin}), a throwaway "
+            "cluster on this machine with its default settings (fsync "
+            f"{args.postgres['fsync']}, synchronous_commit {args.postgres['synchronous_commit']})"
+        )
+    return info
 
 
 def fmt(value: float, digits: int = 2) -> str:
@@ -531,6 +689,12 @@ def render(
         ("MLflow", "/invocations"): "MLflow `POST /invocations` (`dataframe_split`)",
         (SHADOW, "/predict"): "nbmlops `POST /predict`, `--shadow churn@v2` (fraction 1)",
         (CANARY, "/predict"): "nbmlops `POST /predict`, `--canary churn@v2 --weight 0.1`",
+        (LOG_SQLITE_BEFORE, "/predict"): "nbmlops `POST /predict`, log in SQLite (the default), "
+        "right before the PostgreSQL row",
+        (LOG_POSTGRES, "/predict"): "nbmlops `POST /predict`, log in PostgreSQL "
+        "(`NBMLOPS_LOG_URI=postgresql://...`, fsync and synchronous_commit on)",
+        (LOG_SQLITE_AFTER, "/predict"): "nbmlops `POST /predict`, log in SQLite (the default), "
+        "right after the PostgreSQL row",
     }
     lines = [
         "| server | rows/request | concurrency | req/s | p50 ms | p99 ms | errors | "
@@ -602,6 +766,34 @@ def render(
             "nbmlops server of the same run; the second version is the same estimator packaged "
             "again): " + "; ".join(rollout) + ".",
         ]
+    log_cells = [by_key.get((name, "/predict", 1, 16)) for name in LOG_SERVERS]
+    postgres = sqlite = math.nan
+    if all(log_cells):
+        before, pg_cell, after = log_cells
+        postgres = pg_cell.result["rps"]
+        sqlite = (before.result["rps"] + after.result["rps"]) / 2
+        added, answered = pg_cell.log_rows
+        settings = args.postgres
+        lines += [
+            "",
+            "The prediction log in PostgreSQL (1-row requests at concurrency 16; PostgreSQL "
+            f"{settings['server_version']}, a throwaway cluster on this machine with its default "
+            f"durability: fsync {settings['fsync']}, synchronous_commit "
+            f"{settings['synchronous_commit']}, wal_sync_method {settings['wal_sync_method']}, "
+            "so each commit, one per micro-batch, waits for the disk): "
+            f"{fmt(postgres, 1)} req/s against {fmt(sqlite, 1)} req/s with the log in SQLite "
+            f"(the mean of {fmt(before.result['rps'], 1)} and {fmt(after.result['rps'], 1)}, "
+            f"measured right before and right after it): {postgres / sqlite:.2f}x. "
+            f"PostgreSQL's own processes used {pg_cell.postgres_cpu / pg_cell.wall:.0%} of a core "
+            f"meanwhile, beside the server's {pg_cell.server_cpu / pg_cell.wall:.0%}. "
+            + batch_times(pg_cell, before, after)
+            + " Ready in "
+            f"{fmt(ready[LOG_POSTGRES][0])} s (the schema created on the first start; with "
+            f"SQLite {fmt(ready[LOG_SQLITE_BEFORE][0])} and {fmt(ready[LOG_SQLITE_AFTER][0])} s). "
+            f"The load added {added:,} rows to the PostgreSQL log's `predictions` table for "
+            f"{pg_cell.result['ok_total']:,} 200 answers (warm-up and tail included) x 1 row = "
+            f"{answered:,}: " + ("none lost." if added == answered else "**rows lost**."),
+        ]
     throughput_ok = nb1 >= TARGET_THROUGHPUT * ml1
     p50_gaps = {
         rows: by_key[("nbmlops", "/predict", rows, 1)].result["p50_ms"] - floors[rows]["median_ms"]
@@ -614,6 +806,8 @@ def render(
         "p50_100": p50_gaps.get(100, math.inf) <= TARGET_P50_MS,
         "ready": nb_ready <= TARGET_READY_S,
         "errors": total_errors == 0,
+        "postgres": postgres >= TARGET_POSTGRES * sqlite,  # False when not measured (NaN)
+        "log_rows": all(c.log_rows[0] == c.log_rows[1] for c in cells if c.log_rows),
     }
     lines += [
         "",
@@ -641,9 +835,25 @@ def render(
         f"- no answer other than 200 under load: {verdict(targets['errors'])} "
         f"({total_errors} errors in {sum(c.result['requests'] for c in cells):,} requests)",
     ]
+    if not math.isnan(postgres):
+        lines += [
+            f"- the prediction log in PostgreSQL within {1 - TARGET_POSTGRES:.0%} of SQLite's "
+            "throughput, 1-row requests at concurrency 16, same run: "
+            f"{verdict(targets['postgres'])} ({fmt(postgres, 1)} vs {fmt(sqlite, 1)} req/s, "
+            f"{postgres / sqlite:.2f}x)",
+            "- every answered prediction in the PostgreSQL log (not the issue's wording: the "
+            f"log's promise): {verdict(targets['log_rows'])} ({added:,} rows added for "
+            f"{answered:,} answered)",
+        ]
 
+    log_in = {
+        LOG_SQLITE_BEFORE: ", log in SQLite (before)",
+        LOG_POSTGRES: ", log in PostgreSQL",
+        LOG_SQLITE_AFTER: ", log in SQLite (after)",
+    }
     batch_lines = [
-        f"| {c.endpoint} | {c.rows} | {c.concurrency} | {fmt(c.batches['rows_per_batch'], 1)} | "
+        f"| {c.endpoint}{log_in.get(c.server, '')} | {c.rows} | {c.concurrency} | "
+        f"{fmt(c.batches['rows_per_batch'], 1)} | "
         f"{fmt(c.batches['model_ms_per_batch'])} | {fmt(c.result['mean_ms'])} |"
         for c in order
         if c.batches
@@ -662,6 +872,30 @@ def render(
         ]
     lines += ["", "Machine:", "", *machine_info(args)]
     return "\n".join(lines) + "\n", targets
+
+
+def batch_times(postgres: Cell, *sqlite: Cell) -> str:
+    """Time per micro-batch (requests per batch / req/s) and its part outside the model in
+    the PostgreSQL cell and the SQLite cells: the log's cost without the machine's drift in
+    model time."""
+    if not all(c.batches for c in (postgres, *sqlite)):
+        return ""
+
+    def times(cell: Cell) -> tuple[float, float, float]:
+        per_batch = 1000 * cell.batches["rows_per_batch"] / cell.rows / cell.result["rps"]
+        model = cell.batches["model_ms_per_batch"]
+        return per_batch, model, per_batch - model
+
+    pg, sq = times(postgres), [times(c) for c in sqlite]
+
+    def against(i: int) -> str:
+        return f"{fmt(pg[i])} against {' and '.join(fmt(t[i]) for t in sq)} ms"
+
+    return (
+        f"Per micro-batch ({fmt(postgres.batches['rows_per_batch'], 1)} requests), PostgreSQL "
+        f"against SQLite (before and after): {against(0)} in all, of which the model "
+        f"{against(1)} and the rest (HTTP, checks, answers, the log) {against(2)}."
+    )
 
 
 def write_readme(section: str) -> None:
@@ -691,7 +925,9 @@ def build_pipeline():
 
 
 def server_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in bench_package.STORE_VARIABLES}
+    # NBMLOPS_LOG_URI too: the log is in SQLite under the store unless a server is given one
+    dropped = (*bench_package.STORE_VARIABLES, "NBMLOPS_LOG_URI")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["NBMLOPS_HOME"] = str(home)
     # As in an activated virtualenv: `mlflow models serve` runs `uvicorn` found on PATH.
     bin_dir = str(Path(sys.executable).parent)
@@ -720,7 +956,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-readme", action="store_true", help="print only; leave benchmarks/README.md alone"
     )
+    parser.add_argument(
+        "--no-postgres", action="store_true", help="skip the prediction log in PostgreSQL"
+    )
+    parser.add_argument(
+        "--pg-bin",
+        type=Path,
+        default=PG_BIN,
+        help=f"PostgreSQL's initdb and pg_ctl are here ({PG_BIN})",
+    )
     args = parser.parse_args(argv)
+    args.postgres = {}
     if args.seconds <= 0 or args.warmup < 0 or args.starts < 1 or args.rows < 1000:
         parser.error("--seconds > 0, --warmup >= 0, --starts >= 1 and --rows >= 1000")
     return args
@@ -797,6 +1043,11 @@ def main(argv: list[str] | None = None) -> int:
                     *("--canary", f"{MODEL}@v2", "--weight", "0.1"),
                 ]
             ),
+            # the log in SQLite (the default) or, with NBMLOPS_LOG_URI, in PostgreSQL
+            **dict.fromkeys(
+                LOG_SERVERS,
+                lambda port: [str(bin_dir / "nbmlops"), "serve", MODEL, "--port", port],
+            ),
             "MLflow": (
                 lambda port: [
                     str(bin_dir / "mlflow"),
@@ -813,7 +1064,10 @@ def main(argv: list[str] | None = None) -> int:
                 ]
             ),
         }
-        ready_paths = {"nbmlops": "/ready", "MLflow": "/ping", SHADOW: "/ready", CANARY: "/ready"}
+        ready_paths = {
+            "MLflow": "/ping",
+            **dict.fromkeys(("nbmlops", SHADOW, CANARY, *LOG_SERVERS), "/ready"),
+        }
         plans = {
             "nbmlops": [
                 *[("/predict", "records", rows, c) for rows in ROW_COUNTS for c in CONCURRENCIES],
@@ -822,16 +1076,18 @@ def main(argv: list[str] | None = None) -> int:
             "MLflow": [
                 ("/invocations", "split", rows, c) for rows in ROW_COUNTS for c in CONCURRENCIES
             ],
-            SHADOW: [("/predict", "records", 1, 16)],
-            CANARY: [("/predict", "records", 1, 16)],
+            **dict.fromkeys((SHADOW, CANARY, *LOG_SERVERS), [("/predict", "records", 1, 16)]),
         }
         ready: dict[str, list[float]] = {}
         answers: dict[str, list[dict]] = {}
         cells: list[Cell] = []
-        for name in ("nbmlops", SHADOW, CANARY, "MLflow"):
+
+        def measure(name: str, env: dict, postgres: Postgres | None = None) -> None:
+            """Start ``name``'s server (``--starts`` times for the plain ones), check its
+            answers, run its plan's cells and stop it."""
             ready[name] = []
             server = None
-            starts = 1 if name in (SHADOW, CANARY) else args.starts
+            starts = args.starts if name in ("nbmlops", "MLflow") else 1
             for attempt in range(starts):
                 port = free_port(HOST)
                 server = start_server(
@@ -843,7 +1099,7 @@ def main(argv: list[str] | None = None) -> int:
                     stop_server(server)
             assert server is not None
             try:
-                if name in (SHADOW, CANARY):
+                if name in (SHADOW, CANARY, *LOG_SERVERS):
                     verify(
                         server, "/predict", nbmlops_body(check_rows), answers_from_nbmlops, expected
                     )
@@ -876,8 +1132,9 @@ def main(argv: list[str] | None = None) -> int:
                         calls = 250 if rows == 1 else 100
                         before = raw_predict_times(model.predictor.predict, frames[rows], calls)
                         checked_before = raw_predict_times(model.predict, frames[rows], calls)
+                    body = bodies[(kind, rows)]
                     cells.append(
-                        run_load(server, endpoint, bodies[(kind, rows)], rows, concurrency, args)
+                        run_load(server, endpoint, body, rows, concurrency, args, postgres)
                     )
                     if paired:
                         after = raw_predict_times(model.predictor.predict, frames[rows], calls)
@@ -888,6 +1145,18 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"raw predict, {rows} rows: {floors[rows]['median_ms']:.3f} ms")
             finally:
                 stop_server(server)
+
+        for name in ("nbmlops", SHADOW, CANARY):
+            measure(name, env)
+        if not args.no_postgres:
+            with postgres_cluster(args.pg_bin) as pg:
+                args.postgres = pg.settings
+                print(f"PostgreSQL on port {pg.port}: {pg.settings}")
+                # SQLite, PostgreSQL, SQLite: the machine's speed drifts over minutes
+                measure(LOG_SQLITE_BEFORE, env)
+                measure(LOG_POSTGRES, {**env, "NBMLOPS_LOG_URI": pg.uri()}, pg)
+                measure(LOG_SQLITE_AFTER, env)
+        measure("MLflow", env)
         for i, (a, b) in enumerate(zip(answers["nbmlops"], answers["MLflow"], strict=True)):
             same = str(a["prediction"]) == str(b["prediction"]) and all(
                 math.isclose(a[k], b.get(k, math.nan), abs_tol=1e-9)
@@ -904,7 +1173,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_readme:
         write_readme(section)
         print(f"wrote {README.relative_to(ROOT)}")
-    return 0 if targets["errors"] else 1
+    return 0 if targets["errors"] and targets["log_rows"] else 1
 
 
 if __name__ == "__main__":
