@@ -8,7 +8,6 @@ that one monitor reads. The schema is versioned (:mod:`nbmlops.predlog.migration
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,13 +26,9 @@ from nbmlops.predlog.records import (
     Window,
     dumps,
 )
+from nbmlops.predlog.sql import insert
 
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://")
-
-#: Rows one INSERT statement adds, largest first. One statement for many rows costs a third
-#: less per row than one per row; a few fixed sizes stay in the drivers' statement caches
-#: (preparing a 100-row statement would cost more than it saves).
-_INSERT_SIZES = (64, 16, 4, 1)
 
 
 class PredictionLog:
@@ -73,9 +68,7 @@ class PredictionLog:
 
     def write(self, records: Sequence[LogRecord]) -> None:
         """Append ``records`` in one transaction."""
-        rows = [r.row() for r in records]
-        with self._backend.transaction() as execute:
-            _insert(execute, "predictions", len(PREDICTION_FIELDS), rows)
+        self._backend.append("predictions", PREDICTION_FIELDS, [r.row() for r in records])
 
     def add_feedback(self, items: Sequence[tuple[str, object]], ts: float) -> list[str]:
         """Record ground truth for prediction ids; returns the ids that are not in the log
@@ -94,7 +87,7 @@ class PredictionLog:
                 return unknown
             rows = [(i, ts, dumps(label)) for i, label in labels.items()]
             upsert = " ON CONFLICT (id) DO UPDATE SET ts = excluded.ts, label = excluded.label"
-            _insert(execute, "feedback", 3, rows, upsert)
+            insert(execute, "feedback", 3, rows, upsert)
         return []
 
     def add_event(
@@ -105,13 +98,13 @@ class PredictionLog:
         that followed its alias (``version`` the new primary, ``primary_version`` the old)."""
         with self._backend.transaction() as execute:
             row = (ts, model, kind, version, primary_version, reason)
-            _insert(execute, "rollout_events", len(EVENT_FIELDS), [row])
+            insert(execute, "rollout_events", len(EVENT_FIELDS), [row])
 
     def add_batch_run(self, run: dict) -> None:
         """Record a finished batch run (the fields of :data:`BATCH_RUN_FIELDS`)."""
         with self._backend.transaction() as execute:
             row = tuple(run[k] for k in BATCH_RUN_FIELDS)
-            _insert(execute, "batch_runs", len(BATCH_RUN_FIELDS), [row])
+            insert(execute, "batch_runs", len(BATCH_RUN_FIELDS), [row])
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -243,24 +236,6 @@ class PredictionLog:
 
     def close(self) -> None:
         self._backend.close()
-
-
-def _insert(execute, table: str, width: int, rows: list[tuple], suffix: str = "") -> None:
-    """Insert ``rows`` into ``table`` with as few statements as the fixed sizes allow."""
-    start = 0
-    for size in _INSERT_SIZES:
-        while len(rows) - start >= size:
-            chunk = rows[start : start + size]
-            execute(
-                _insert_statement(table, width, size, suffix), [v for row in chunk for v in row]
-            )
-            start += size
-
-
-@functools.cache
-def _insert_statement(table: str, width: int, size: int, suffix: str) -> str:
-    row = "(" + ", ".join("?" * width) + ")"
-    return f"INSERT INTO {table} VALUES " + ", ".join([row] * size) + suffix
 
 
 def _where(model, version, since, until) -> tuple[str, list]:

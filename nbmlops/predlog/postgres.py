@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
+import weakref
 from collections.abc import Sequence
 
 from nbmlops.config import redacted
@@ -32,35 +34,60 @@ class PostgresBackend:
                 f"cannot connect to the prediction log {redacted(uri)}: {_first_line(exc)}; "
                 "check NBMLOPS_LOG_URI and that the database exists and accepts connections"
             ) from None
+        self._check = ConnectionPool.check_connection
+        self._last_used: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._pool = ConnectionPool(
             uri,
             min_size=1,
             max_size=max_connections,
             name="nbmlops-log",
-            check=ConnectionPool.check_connection,  # a restarted server costs no failed write
+            kwargs={"autocommit": True},  # transactions are explicit; an append is one COPY
+            check=self._check_idle,
             timeout=5,  # an outage answers 503 in seconds rather than holding every request
             open=False,
         )
         self._pool.open(wait=True, timeout=15)
 
+    #: A connection idle longer than this is checked before use (a restarted database costs
+    #: no failed write); a busy one is not, which would cost a round trip per write.
+    CHECK_IDLE_SECONDS = 5.0
+
+    def _check_idle(self, conn) -> None:
+        if time.monotonic() - self._last_used.get(conn, 0.0) > self.CHECK_IDLE_SECONDS:
+            self._check(conn)
+
     @contextlib.contextmanager
-    def transaction(self, exclusive: bool = False):
-        """One transaction on a pooled connection; yields ``execute(sql, args) -> rows``.
-        ``exclusive`` first takes the migration lock, released at commit."""
+    def _connection(self):
         try:
-            with self._pool.connection() as conn, conn.cursor() as cursor:
-
-                def execute(sql: str, args: Sequence = ()) -> list[tuple]:
-                    cursor.execute(_translated(sql), args)
-                    return cursor.fetchall() if cursor.description else []
-
-                if exclusive:
-                    execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
-                yield execute
+            with self._pool.connection() as conn:
+                yield conn
+                self._last_used[conn] = time.monotonic()
         except self._errors as exc:
             raise LogError(
                 f"the prediction log {redacted(self.uri)} failed: {_first_line(exc)}"
             ) from exc
+
+    def append(self, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
+        """Add ``rows`` to ``table`` with one ``COPY``: atomic, two round trips, and a tenth
+        of the CPU of a multi-row INSERT of its size."""
+        with self._connection() as conn, conn.cursor() as cursor:
+            with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+
+    @contextlib.contextmanager
+    def transaction(self, exclusive: bool = False):
+        """One transaction on a pooled connection; yields ``execute(sql, args) -> rows``.
+        ``exclusive`` first takes the migration lock, released at commit."""
+        with self._connection() as conn, conn.transaction(), conn.cursor() as cursor:
+
+            def execute(sql: str, args: Sequence = ()) -> list[tuple]:
+                cursor.execute(_translated(sql), args)
+                return cursor.fetchall() if cursor.description else []
+
+            if exclusive:
+                execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+            yield execute
 
     def close(self) -> None:
         self._pool.close()

@@ -14,6 +14,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from nbmlops.predlog.sql import insert
+
 
 class SqliteBackend:
     """With ``checkpoint_every`` (seconds), the write-ahead log is copied into the database by
@@ -56,6 +58,11 @@ class SqliteBackend:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def append(self, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
+        """Add ``rows`` to ``table`` in one transaction."""
+        with self.transaction() as execute:
+            insert(execute, table, len(columns), rows)
 
     def _execute(self, sql: str, args: Sequence = ()) -> list[tuple]:
         return self._db.execute(sql, args).fetchall()
