@@ -42,6 +42,8 @@ _LAZY = {
     "BatchResult": "nbmlops.batch.run",
     "predict": "nbmlops.batch.run",
     "retrain": "nbmlops.jobs.retrain",
+    "OnnxExport": "nbmlops.exports.onnx",
+    "export": "nbmlops.exports.run",
 }
 
 __all__ = [
@@ -57,6 +59,7 @@ __all__ = [
     "ModelNotFoundError",
     "MonitorReport",
     "NbmlopsError",
+    "OnnxExport",
     "PackagedVersion",
     "ParityError",
     "RegistryError",
@@ -64,6 +67,7 @@ __all__ = [
     "ServingError",
     "UsageError",
     "ValidationError",
+    "export",
     "history",
     "load",
     "load_ipython_extension",

@@ -63,6 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict_arguments(verbs.add_parser("predict", help="score a CSV or Parquet file in chunks"))
 
+    exporting = verbs.add_parser("export", help="convert a version to ONNX, parity proven")
+    exporting.description = (
+        "Convert MODEL with skl2onnx, check that onnxruntime reproduces its probabilities "
+        "(within 1e-4, identical labels) on rows of its training profile, and attach the graph "
+        "to the version (artifacts onnx/model.onnx and onnx/export.json of its run)."
+    )
+    exporting.add_argument("model", metavar="MODEL", help="NAME, NAME@ALIAS, NAME@vN or models:/")
+    exporting.add_argument("--format", default="onnx", choices=["onnx"], help="onnx (default)")
+    exporting.add_argument("--output", type=Path, metavar="DIR", help="also write the files here")
+    exporting.add_argument("--json", action="store_true", help="print the record as JSON")
+
     job = verbs.add_parser("retrain", help="run the training notebook, gate, promote")
     job.description = (
         "Run NOTEBOOK with papermill; its %%mlops_package registers a candidate, the gate "
@@ -135,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             return _retrain(args)
         if args.verb == "predict":
             return _predict(args)
+        if args.verb == "export":
+            return _export(args)
         return _demo(args)
     except UsageError as exc:
         print(f"nbmlops: {exc}", file=sys.stderr)
@@ -277,6 +290,14 @@ def _predict(args: argparse.Namespace) -> int:
     result = predict(args.model, args.input, args.output, **predict_options(args))
     print(result.summary())
     return result.exit_code
+
+
+def _export(args: argparse.Namespace) -> int:
+    from nbmlops.exports.run import export
+
+    done = export(args.model, args.format, args.output)
+    print(json.dumps(done.to_dict(), indent=2) if args.json else done)
+    return 0
 
 
 def _retrain(args: argparse.Namespace) -> int:

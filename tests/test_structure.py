@@ -23,6 +23,7 @@ LAYERS = {
     "predlog": 2,
     "jobs": 3,
     "batch": 3,
+    "exports": 3,
     "cli": 4,
     "magics": 4,
     "arguments": 4,

@@ -1,0 +1,1 @@
+"""Exports of a registered version: an ONNX twin with proven parity."""

@@ -1,0 +1,22 @@
+"""``nbmlops.export``: a registered version in another form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nbmlops.config import Settings
+from nbmlops.errors import UsageError
+from nbmlops.exports.onnx import OnnxExport, export_onnx
+
+FORMATS = ("onnx",)
+
+
+def export(
+    ref: str, format: str = "onnx", output: Path | None = None, settings: Settings | None = None
+) -> OnnxExport:
+    """Export ``ref`` as ``format``: ``onnx`` converts the model, proves parity with
+    onnxruntime and attaches the graph to the version (see
+    :func:`nbmlops.exports.onnx.export_onnx`); ``output`` also gets a copy."""
+    if format not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
+    return export_onnx(ref, output, settings)
