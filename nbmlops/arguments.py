@@ -10,7 +10,7 @@ import argparse
 from dataclasses import fields
 
 from nbmlops.errors import UsageError
-from nbmlops.serving.options import ServeOptions
+from nbmlops.serving.options import RUNTIMES, ServeOptions
 
 
 def package_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -90,6 +90,13 @@ def serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         choices=("reject", "allow"),
         default="reject",
         help="what to do with categories never seen in training (default: reject)",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="sklearn",
+        help="onnx: score the primary with its parity-proven ONNX twin (nbmlops export) "
+        "through onnxruntime; default: sklearn",
     )
     parser.add_argument("--max-records", type=int, help="records per request (default 10000)")
     parser.add_argument("--max-body-bytes", type=int, help="request body size (default 5 MiB)")

@@ -49,7 +49,7 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        service = Service(config, files)
+        service = Service(config, files, onnx=Path(config.onnx) if config.onnx else None)
         extra = {
             route: Service(
                 config,
@@ -72,9 +72,14 @@ def create_app(config: ServerConfig) -> FastAPI:
         )
         deployment.start()
 
-        def build(version_files: ArtifactFiles, version: str) -> Service:
+        def build(version_files: ArtifactFiles, version: str, onnx: Path | None) -> Service:
             return Service(
-                config, version_files, version=version, log=service.log, metrics=service.metrics
+                config,
+                version_files,
+                version=version,
+                log=service.log,
+                metrics=service.metrics,
+                onnx=onnx,
             )
 
         follower = AliasFollower(config, deployment, build)
@@ -149,6 +154,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                 "routes": state["deployment"].routes(),
                 "follow": follower.to_dict() if follower.alias else None,
                 **_analysis_shown(state),
+                "runtime": answering.runtime,
                 "task": files.schema.task,
                 "schema": files.schema.to_dict(),
                 "metrics": dict(files.lineage.metrics),

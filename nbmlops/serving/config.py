@@ -45,6 +45,8 @@ class ServerConfig:
     port: int = 8000
     token: str | None = field(default=None, repr=False)
     unknown_categories: str = "reject"
+    runtime: str = "sklearn"  # or "onnx": the primary scores with its ONNX twin in ``onnx``
+    onnx: str | None = None
     max_body_bytes: int = 5 * 1024 * 1024
     max_records: int = 10_000
     max_batch_rows: int = 2_000

@@ -32,7 +32,7 @@ class AliasFollower:
     points; :meth:`promote` moves the alias to the canary's version first."""
 
     def __init__(self, config: ServerConfig, deployment, build) -> None:
-        """``build(files, version)`` makes the :class:`~nbmlops.serving.service.Service` of a
+        """``build(files, version, onnx)`` makes the :class:`~nbmlops.serving.service.Service` of a
         version (called in a thread)."""
         self.config = config
         self.deployment = deployment
@@ -127,7 +127,12 @@ class AliasFollower:
                 f"it is a {files.schema.task} model and this server serves a "
                 f"{answering.task} one: start another server for it"
             )
-        return self.build(files, version)
+        onnx = None
+        if self.config.runtime == "onnx":  # the new version must have its own proven twin
+            from nbmlops.exports.onnx_runtime import onnx_twin
+
+            onnx = onnx_twin(registry, registered)
+        return self.build(files, version, onnx)
 
     async def _switch(self, service, reason: str) -> None:
         deployment = self.deployment

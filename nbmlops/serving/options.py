@@ -11,6 +11,8 @@ from nbmlops.serving.analysis import AnalysisOptions, analysis_options
 
 #: ``--max-weight`` when ``--step-weight`` is given without it.
 DEFAULT_MAX_WEIGHT = 0.5
+#: How the primary scores: scikit-learn, or its parity-proven ONNX twin through onnxruntime.
+RUNTIMES = ("sklearn", "onnx")
 #: ``--weight`` when no canary weight is given.
 DEFAULT_WEIGHT = 0.1
 
@@ -47,6 +49,7 @@ class ServeOptions:
     token: str | None = field(default=None, repr=False)
     insecure: bool = False
     unknown_categories: str = "reject"
+    runtime: str = "sklearn"
     max_records: int | None = None
     max_body_bytes: int | None = None
     canary: str | None = None
@@ -70,6 +73,8 @@ class ServeOptions:
                 f"--unknown-categories {self.unknown_categories!r}: choose 'reject' (default) "
                 "or 'allow'"
             )
+        if self.runtime not in RUNTIMES:
+            raise UsageError(f"--runtime {self.runtime!r}: choose one of {', '.join(RUNTIMES)}")
         if not isinstance(self.workers, int) or self.workers < 1:
             raise UsageError(f"--workers {self.workers!r} is not a whole number of at least 1")
         self._check_routes()

@@ -89,6 +89,8 @@ def build_config(model: str, settings: Settings, options: ServeOptions) -> Serve
         port=options.port or free_port(options.host),
         token=token,
         unknown_categories=options.unknown_categories,
+        runtime=options.runtime,
+        onnx=_onnx_twin(registry, version) if options.runtime == "onnx" else None,
         metrics=dict(version.metrics),
         canary=others.get("--canary"),
         weight=weight,
@@ -136,6 +138,7 @@ def serve(
     token: str | None = None,
     insecure: bool = False,
     unknown_categories: str = "reject",
+    runtime: str = "sklearn",
     max_records: int | None = None,
     max_body_bytes: int | None = None,
     canary: str | None = None,
@@ -161,6 +164,9 @@ def serve(
     when it moves, the new version answers within seconds, without a restart or a failed
     request.
 
+    ``runtime="onnx"`` scores the primary with its parity-proven ONNX twin (see
+    :func:`nbmlops.export`) through onnxruntime: same API, checks, log and metrics.
+
     Rollout: ``canary`` (another version of the same model) answers ``weight`` of the requests
     (default 0.1), picked at random or, with ``sticky`` (a header name), by a hash of that
     header's value; ``shadow`` scores ``shadow_fraction`` of them (default 1) off the response
@@ -183,6 +189,7 @@ def serve(
         token=token,
         insecure=insecure,
         unknown_categories=unknown_categories,
+        runtime=runtime,
         max_records=max_records,
         max_body_bytes=max_body_bytes,
         canary=canary,
@@ -288,6 +295,12 @@ def _routes(config: ServerConfig) -> tuple[dict, ...]:
         fraction = config.shadow_fraction
         routes.append({"route": SHADOW, "version": config.shadow.version, "fraction": fraction})
     return tuple(routes)
+
+
+def _onnx_twin(registry: Registry, version) -> str:
+    from nbmlops.exports.onnx_runtime import onnx_twin
+
+    return str(onnx_twin(registry, version))
 
 
 def _resolve(registry: Registry, model: str):

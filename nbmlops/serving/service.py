@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -33,12 +34,19 @@ class Service:
         version: str | None = None,
         log: PredictionLog | None = None,
         metrics: ServerMetrics | None = None,
+        onnx: Path | None = None,
     ) -> None:
         self.config = config
         self.files = files
         self.route = route
         self.version = version or config.version
         self.predictor = files.predictor()
+        self.runtime = "sklearn"
+        if onnx is not None:  # the same preprocessing, then the graph instead of scikit-learn
+            from nbmlops.exports.onnx_runtime import OnnxPredictor
+
+            self.predictor = OnnxPredictor(onnx, self.predictor.steps, files.schema.classes)
+            self.runtime = "onnx"
         self.schema = self.files.schema
         self.validator = Validator(self.schema, config.unknown_categories)
         self.log = log or PredictionLog(config.log_uri, checkpoint_every=1.0)
