@@ -44,6 +44,8 @@ _LAZY = {
     "retrain": "nbmlops.jobs.retrain",
     "OnnxExport": "nbmlops.exports.onnx",
     "export": "nbmlops.exports.run",
+    "DeploymentPlan": "nbmlops.plans.plan",
+    "plan": "nbmlops.plans.plan",
 }
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "BatchError",
     "BatchResult",
     "CaptureError",
+    "DeploymentPlan",
     "LogError",
     "JobResult",
     "LoadedModel",
@@ -73,6 +76,7 @@ __all__ = [
     "load_ipython_extension",
     "monitor",
     "package",
+    "plan",
     "predict",
     "promote",
     "retrain",

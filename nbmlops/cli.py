@@ -74,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     exporting.add_argument("--output", type=Path, metavar="DIR", help="also write the files here")
     exporting.add_argument("--json", action="store_true", help="print the record as JSON")
 
+    planning = verbs.add_parser("plan", help="write the deployment plan of a version")
+    planning.description = (
+        "The deployment plan of MODEL in seven sections (model artifact, serving architecture, "
+        "API contract, rollout strategy, monitoring dashboard, retraining pipeline, runbook), "
+        "as Markdown, every figure read from the registry, the artifact and nbmlops' defaults."
+    )
+    planning.add_argument("model", metavar="MODEL", help="NAME, NAME@ALIAS, NAME@vN or models:/")
+    planning.add_argument("--output", type=Path, metavar="FILE", help="write it here too")
+
     job = verbs.add_parser("retrain", help="run the training notebook, gate, promote")
     job.description = (
         "Run NOTEBOOK with papermill; its %%mlops_package registers a candidate, the gate "
@@ -148,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             return _predict(args)
         if args.verb == "export":
             return _export(args)
+        if args.verb == "plan":
+            return _plan(args)
         return _demo(args)
     except UsageError as exc:
         print(f"nbmlops: {exc}", file=sys.stderr)
@@ -297,6 +308,16 @@ def _export(args: argparse.Namespace) -> int:
 
     done = export(args.model, args.format, args.output)
     print(json.dumps(done.to_dict(), indent=2) if args.json else done)
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from nbmlops.plans.plan import plan
+
+    written = plan(args.model)
+    if args.output:
+        written.write(args.output)
+    print(written.markdown, end="")
     return 0
 
 

@@ -101,6 +101,22 @@ class NbmlopsMagics(Magics):
             raise IPythonUsageError(f"{type(exc).__name__}: {exc}") from None
 
     @line_magic
+    def mlops_plan(self, line: str):
+        """The deployment plan of a version, rendered as Markdown (text without a renderer).
+
+        %mlops_plan MODEL
+        """
+        from nbmlops.plans.plan import plan
+
+        model = line.strip()
+        if not model or " " in model:
+            raise IPythonUsageError("%mlops_plan: give one MODEL, e.g. %mlops_plan churn")
+        try:
+            return plan(model)
+        except NbmlopsError as exc:
+            raise IPythonUsageError(f"{type(exc).__name__}: {exc}") from None
+
+    @line_magic
     def mlops_monitor(self, line: str):
         """Show the model's health as a report that reads without a kernel; ``--refresh``
         updates it in place and adds a live line with a stop button.

@@ -372,6 +372,7 @@ HELP_PATHS = [
     ("monitor",),
     ("predict",),
     ("export",),
+    ("plan",),
     ("retrain",),
     ("demo",),
 ]

@@ -13,6 +13,7 @@ MODEL_FAILED = (
     "the model failed on this input, which passed the schema's checks; nothing was predicted. "
     "The server's log has the details under this request id"
 )
+INVALID_INPUT = "invalid input: nothing was predicted"
 SERVER_FAILED = "the server failed on this request; its log has the details under this request id"
 LOG_UNAVAILABLE = (
     "the prediction log cannot be written, so nothing was answered or recorded; retry shortly. "

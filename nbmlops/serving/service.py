@@ -16,7 +16,7 @@ from nbmlops.predlog.records import ERROR, OK, REJECTED, LogRecord, PredictionId
 from nbmlops.serving.batcher import Job, MicroBatcher
 from nbmlops.serving.config import PRIMARY, SHADOW, ServerConfig
 from nbmlops.serving.metrics import ServerMetrics
-from nbmlops.serving.responses import MODEL_FAILED, HTTPProblem, logger
+from nbmlops.serving.responses import INVALID_INPUT, MODEL_FAILED, HTTPProblem, logger
 
 __all__ = ["PRIMARY", "ModelFailure", "Service"]
 
@@ -186,7 +186,7 @@ class Service:
         try:
             self.validator.check(records)
         except ValidationError as exc:
-            raise HTTPProblem(422, "invalid input: nothing was predicted", exc.problems) from None
+            raise HTTPProblem(422, INVALID_INPUT, exc.problems) from None
         columns = self.validator.builder.columns(records)
         self.metrics.records_accepted(len(records), self.route, self.version)
         return await self.batcher.submit(

@@ -1,0 +1,1 @@
+"""The deployment plan: the seed's seven sections, from the registry's and the artifact's facts."""
