@@ -54,8 +54,8 @@ class Settings:
         the registry's when it is PostgreSQL, else the log's; None when neither is (a file
         lock under ``home`` then, which holds on one machine)."""
         for uri in (self.registry_uri, self.log_uri):
-            if uri.startswith(("postgresql:", "postgres:", "postgresql+psycopg:")):
-                return "postgresql://" + uri.split("://", 1)[1]
+            if (found := postgres_uri(uri)) is not None:
+                return found
         return None
 
     @property
@@ -73,6 +73,14 @@ class Settings:
         self.home.mkdir(parents=True, exist_ok=True)
         if self.embedded:
             self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+
+
+def postgres_uri(uri: str) -> str | None:
+    """``uri`` as the ``postgresql://`` URI psycopg takes when it names a PostgreSQL database
+    (``postgres://`` and SQLAlchemy's ``postgresql+psycopg://`` too), else None."""
+    if uri.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        return "postgresql://" + uri.split("://", 1)[1]
+    return None
 
 
 def redacted(uri: str) -> str:

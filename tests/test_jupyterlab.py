@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,24 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-import pytest
 
 from nbmlops.artifact.frames import to_records
 from nbmlops.datasets import make_churn
 from nbmlops.jobs.notebooks import ensure_kernel
+from tests.chromium import launch, needs_chromium
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 JUPYTER = Path(sys.executable).with_name("jupyter")
 STEP_MS = 60_000  # one step in the page: the machine may have 2 loaded cores
 CELL_MS = 120_000  # one cell that starts a server
 RUN_ALL_MS = 300_000  # the whole quickstart: training, parity in a fresh process, serving...
 PROMPT_DONE = re.compile(r"^\[\d+\]:$")
 
-# CI (.ci/run) sets NBMLOPS_REQUIRE_BROWSER=1: there a missing Chromium fails the test
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists() and not os.environ.get("NBMLOPS_REQUIRE_BROWSER"),
-    reason="needs Debian's chromium: apt-get install chromium",
-)
+pytestmark = needs_chromium
 
 
 @dataclass
@@ -181,16 +175,7 @@ def test_quickstart_runs_in_jupyterlab_and_its_monitor_follows_live_traffic(
     env = {k: v for k, v in os.environ.items() if k != "NBMLOPS_TOKEN"}
 
     with jupyter_lab(root, tmp_path / "jupyter", env) as lab, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-            ],
-        )
+        browser = launch(playwright)
         expect.set_options(timeout=STEP_MS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})

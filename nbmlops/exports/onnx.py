@@ -70,9 +70,9 @@ def export_onnx(
     Raises :class:`~nbmlops.errors.ParityError` (nothing attached) when the graph disagrees."""
     settings = settings or Settings.from_env()
     loaded = load(ref, settings)
-    features = _features(loaded, _sample_rows(loaded))
-    graph, inputs = _convert(loaded.predictor.estimator, features)
-    report = _parity(loaded, graph, features, inputs)
+    sample = features(loaded.predictor.steps, _sample_rows(loaded))
+    graph, inputs = _convert(loaded.predictor.estimator, sample)
+    report = _parity(loaded, graph, sample, inputs)
     folder = Path(output) if output else Path(tempfile.mkdtemp(prefix="nbmlops-onnx-"))
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model.onnx").write_bytes(graph)
@@ -114,16 +114,17 @@ def _sample_rows(loaded: LoadedModel) -> pd.DataFrame:
     return validator.builder.conform(pd.DataFrame.from_records(records))
 
 
-def _features(loaded: LoadedModel, rows: pd.DataFrame) -> pd.DataFrame:
-    features = rows
-    for step in loaded.predictor.steps:
-        features = step(features)
-    if not isinstance(features, pd.DataFrame):
+def features(steps: list, rows: pd.DataFrame) -> pd.DataFrame:
+    """What the graph takes: ``rows`` through the captured preprocessing ``steps``."""
+    frame = rows
+    for step in steps:
+        frame = step(frame)
+    if not isinstance(frame, pd.DataFrame):
         raise ArtifactError(
             "the preprocessing returns a "
-            f"{type(features).__name__}, not a DataFrame: ONNX inputs need named columns"
+            f"{type(frame).__name__}, not a DataFrame: ONNX inputs need named columns"
         )
-    return features
+    return frame
 
 
 def _convert(estimator, features: pd.DataFrame) -> tuple[bytes, list[dict]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from nbmlops.errors import ArtifactError, UsageError
-from nbmlops.exports.onnx import ARTIFACT_FOLDER, ONNX_TAG, graph_feeds
+from nbmlops.exports.onnx import ARTIFACT_FOLDER, ONNX_TAG, features, graph_feeds
 from nbmlops.registry.registry import ModelVersion, Registry
 
 
@@ -63,10 +63,7 @@ class OnnxPredictor:
         self.classes = None if classes is None else np.asarray(classes)
 
     def score(self, frame):
-        features = frame
-        for step in self.steps:
-            features = step(features)
-        outputs = self.session.run(None, graph_feeds(features, self.inputs))
+        outputs = self.session.run(None, graph_feeds(features(self.steps, frame), self.inputs))
         if self.classes is None:
             return np.asarray(outputs[0]).reshape(len(frame)), None
         proba = np.asarray(outputs[1], dtype=float)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from nbmlops import jsoncodec
 from nbmlops.artifact.validation import Validator
-from nbmlops.config import Settings, redacted
+from nbmlops.config import Settings, postgres_uri, redacted
 from nbmlops.errors import ValidationError
 from nbmlops.exports.onnx import ONNX_TAG, PARITY_TOLERANCE
 from nbmlops.jobs.gate import default_rules
@@ -120,7 +120,7 @@ def _artifact(loaded: LoadedModel) -> str:
 
 def _serving(loaded: LoadedModel, settings: Settings, bench: Path) -> str:
     server = {f.name: f.default for f in fields(ServerConfig) if not callable(f.default)}
-    log = "PostgreSQL" if settings.log_uri.startswith("postgres") else "SQLite"
+    log = "SQLite" if postgres_uri(settings.log_uri) is None else "PostgreSQL"
     name = loaded.metadata["name"]
     text = (
         f"`nbmlops serve {name}@production --host 0.0.0.0` (with `NBMLOPS_TOKEN` set) runs "

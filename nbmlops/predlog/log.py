@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nbmlops.config import redacted
+from nbmlops.config import postgres_uri, redacted
 from nbmlops.errors import LogError
 from nbmlops.predlog.migrations import migrate
 from nbmlops.predlog.parsing import collector_paused, json_lines_frame, numbers
@@ -28,8 +28,6 @@ from nbmlops.predlog.records import (
 )
 from nbmlops.predlog.sql import insert
 
-_POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://")
-
 
 class PredictionLog:
     """A thread-safe writer and reader of one prediction log.
@@ -41,10 +39,9 @@ class PredictionLog:
 
     def __init__(self, target: Path | str, checkpoint_every: float | None = None) -> None:
         text = str(target)
-        if text.startswith(_POSTGRES_SCHEMES):
+        if (uri := postgres_uri(text)) is not None:
             from nbmlops.predlog.postgres import PostgresBackend
 
-            uri = "postgresql://" + text.split("://", 1)[1]
             self.where = redacted(uri)
             self._backend = PostgresBackend(uri)
         else:

@@ -4,30 +4,23 @@ real Chromium."""
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 
 import numpy as np
-import pytest
 from nbconvert import HTMLExporter
 
 from nbmlops.datasets import make_churn
+from tests.chromium import launch, needs_chromium
 from tests.monitoring.test_monitor import (
     drifted,
     log_traffic,
     packaged_fixture,  # noqa: F401 - the fixture
 )
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOT = os.environ.get("NBMLOPS_SCREENSHOT")  # set to refresh docs/monitor.png
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
-# CI (.ci/run) sets NBMLOPS_REQUIRE_BROWSER=1: there a missing Chromium fails the test
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists() and not os.environ.get("NBMLOPS_REQUIRE_BROWSER"),
-    reason="needs Debian's chromium: apt-get install chromium",
-)
+pytestmark = needs_chromium
 
 
 def test_every_report_is_visible_in_default_nbconvert_html_offline(
@@ -53,16 +46,7 @@ def test_every_report_is_visible_in_default_nbconvert_html_offline(
     page_file = tmp_path / "executed.html"
     page_file.write_text(body)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-            ],
-        )
+        browser = launch(playwright)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 1400})
             # offline: the widget manager, require.js and MathJax never load
