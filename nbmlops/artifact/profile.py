@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from nbmlops.artifact.schema import check_format_version, column_kind, to_json_value
+from nbmlops.artifact.schema import Column, check_format_version, column_kind, to_json_value
 
 FORMAT_VERSION = 1
 N_BINS = 20
@@ -88,6 +88,19 @@ class Profile:
             if col.name == name:
                 return col
         raise KeyError(name)
+
+    def client_sample(self, column: Column) -> list:
+        """The training values sampled for ``column`` as a client sends them: a datetime (kept
+        as seconds since the epoch) as ISO-8601 text in the column's zone, an integer as an
+        integer."""
+        values = list(self.column(column.name).sample)
+        if column.kind == "datetime":
+            stamps = pd.to_datetime(values, unit="s", utc=column.tz is not None)
+            stamps = stamps.tz_convert(column.tz) if column.tz is not None else stamps
+            return [stamp.isoformat() for stamp in stamps]
+        if column.is_integer:
+            return [None if v is None else int(v) for v in values]
+        return values
 
     def to_dict(self) -> dict:
         return {

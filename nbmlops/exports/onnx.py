@@ -105,7 +105,7 @@ def export_onnx(
 def _sample_rows(loaded: LoadedModel) -> pd.DataFrame:
     """Rows drawn from the profile's per-column samples (training values), typed as training
     typed them."""
-    samples = {c.name: list(loaded.profile.column(c.name).sample) for c in loaded.schema.columns}
+    samples = {c.name: loaded.profile.client_sample(c) for c in loaded.schema.columns}
     n = min((len(v) for v in samples.values()), default=0)
     if n == 0:
         raise ArtifactError("the artifact's profile holds no sample rows to check parity on")

@@ -307,10 +307,8 @@ def _domain(column) -> str:
 
 
 def _first(loaded: LoadedModel, column):
-    """A training value of ``column`` (an integer column's as an integer)."""
-    sample = loaded.profile.column(column.name).sample
-    value = next((v for v in sample if v is not None), None)
-    return int(value) if value is not None and column.is_integer else value
+    """A training value of ``column``, as a client sends it."""
+    return next((v for v in loaded.profile.client_sample(column) if v is not None), None)
 
 
 def _problems(validator: Validator, records: list[dict]) -> list[dict]:

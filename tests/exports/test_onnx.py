@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime
 import pandas as pd
 import pytest
+from sklearn.compose import make_column_transformer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -102,3 +103,16 @@ def test_a_step_with_no_converter_is_one_message_saying_what_to_do(settings, cap
     err = capsys.readouterr().err
     assert err.startswith("nbmlops: skl2onnx cannot convert") and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_datetime_input_is_one_message_saying_what_to_do(settings):
+    df = make_churn(300, seed=6)
+    x, y = df[NUMERIC].copy(), df["churned"]
+    x["signed_up"] = pd.date_range("2026-01-01", periods=len(x), freq="h", tz="Europe/Paris")
+    model = make_pipeline(
+        make_column_transformer((SimpleImputer(), NUMERIC)), LogisticRegression()
+    ).fit(x, y)
+    nbmlops.package("dated", model, x, target=y)
+    with pytest.raises(ArtifactError, match="'signed_up' is a datetime.*turn it into numbers"):
+        nbmlops.export("dated")
+    assert ONNX_TAG not in Registry().get("dated", "1").tags

@@ -6,10 +6,15 @@ import json
 import re
 
 import pandas as pd
+from sklearn.compose import make_column_transformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
 
 import nbmlops
 from nbmlops.artifact.validation import Validator
 from nbmlops.cli import main
+from nbmlops.datasets import make_churn
 from nbmlops.monitoring.report import MonitorThresholds
 from nbmlops.plans.plan import SECTIONS
 from nbmlops.serving.analysis import AnalysisOptions
@@ -89,3 +94,27 @@ def test_the_magic_renders_markdown_with_a_text_fallback(churn_registry, run_cel
     data = nb.cells[1].outputs[0]["data"]
     assert "## 7. Runbook" in data["text/markdown"]
     assert "## 3. API contract" in data["text/plain"]
+
+
+def test_the_example_request_is_valid_with_a_zoned_datetime_and_an_ordered_category(settings):
+    df = make_churn(300, seed=8)
+    x, y = df[["tenure_months", "support_calls"]].copy(), df["churned"]
+    x["signed_up"] = pd.date_range("2026-03-01", periods=len(x), freq="h", tz="Europe/Paris")
+    x["tier"] = pd.Categorical(
+        ["gold", "bronze", "silver"] * 100, categories=["bronze", "silver", "gold"], ordered=True
+    )
+    model = make_pipeline(
+        make_column_transformer((SimpleImputer(), ["tenure_months", "support_calls"])),
+        LogisticRegression(),
+    ).fit(x, y)
+    nbmlops.package("dated", model, x, target=y)
+    request, answer, _ = json_blocks(section(nbmlops.plan("dated").markdown, "API contract"))
+    record = request["records"][0]
+    assert record["signed_up"].endswith("+01:00") or record["signed_up"].endswith("+02:00")
+    assert isinstance(record["support_calls"], int) and record["tier"] in {
+        "bronze",
+        "silver",
+        "gold",
+    }
+    Validator(nbmlops.load("dated").schema).check(request["records"])
+    assert answer["predictions"][0]["prediction"] in (0, 1)
