@@ -72,7 +72,8 @@ def serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "model",
         nargs="?",
         help="NAME, NAME@ALIAS, NAME@v3 or models:/NAME/3; a server on an alias (a bare NAME: "
-        "production) follows it, so a promotion or rollback answers within seconds",
+        "production) follows it, so a promotion or rollback answers within seconds. Or the "
+        "folder of a Docker context (nbmlops export --format docker), served without a registry",
     )
     parser.add_argument("--port", type=int, help="default: a free port")
     parser.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (loopback)")

@@ -63,15 +63,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict_arguments(verbs.add_parser("predict", help="score a CSV or Parquet file in chunks"))
 
-    exporting = verbs.add_parser("export", help="convert a version to ONNX, parity proven")
+    exporting = verbs.add_parser("export", help="ONNX (parity proven) or a Docker context")
     exporting.description = (
-        "Convert MODEL with skl2onnx, check that onnxruntime reproduces its probabilities "
-        "(within 1e-4, identical labels) on rows of its training profile, and attach the graph "
-        "to the version (artifacts onnx/model.onnx and onnx/export.json of its run)."
+        "--format onnx: convert MODEL with skl2onnx, check that onnxruntime reproduces its "
+        "probabilities (within 1e-4, identical labels) on rows of its training profile, and "
+        "attach the graph to the version (artifacts onnx/model.onnx and onnx/export.json of its "
+        "run). --format docker: write a build context (Dockerfile, pinned requirements, the "
+        "artifact) whose image serves MODEL without a registry."
     )
     exporting.add_argument("model", metavar="MODEL", help="NAME, NAME@ALIAS, NAME@vN or models:/")
-    exporting.add_argument("--format", default="onnx", choices=["onnx"], help="onnx (default)")
-    exporting.add_argument("--output", type=Path, metavar="DIR", help="also write the files here")
+    exporting.add_argument(
+        "--format", default="onnx", choices=["onnx", "docker"], help="onnx (default) or docker"
+    )
+    exporting.add_argument(
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help="onnx: also write the files here; docker: the context (default ./NAME-vN-docker)",
+    )
     exporting.add_argument("--json", action="store_true", help="print the record as JSON")
 
     planning = verbs.add_parser("plan", help="write the deployment plan of a version")

@@ -25,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from nbmlops.artifact.files import DIGEST_TAG, manifest_digest
+from nbmlops.artifact.registration import is_registered_copy, read_registered_copy
 from nbmlops.config import Settings
 from nbmlops.errors import ArtifactModifiedError, ServingError, UsageError
 from nbmlops.registry.registry import PRODUCTION, Registry, parse_ref
@@ -61,9 +62,14 @@ def build_config(model: str, settings: Settings, options: ServeOptions) -> Serve
             f"{TOKEN_ENV}=SECRET in the environment or pass --token SECRET (clients then send "
             "'Authorization: Bearer SECRET'), or pass --insecure to allow it"
         )
-    registry = Registry(settings)
-    version, artifact, registered = _resolve(registry, model)
-    follow = _followed_alias(model, version)
+    if is_registered_copy(model):
+        registry, follow = None, None
+        version, artifact = _registered_copy(model, options)
+        registered = version.artifact_sha256
+    else:
+        registry = Registry(settings)
+        version, artifact, registered = _resolve(registry, model)
+        follow = _followed_alias(model, version)
     others = {}
     for option, address in (("--canary", options.canary), ("--shadow", options.shadow)):
         if address is not None:
@@ -106,7 +112,9 @@ def build_config(model: str, settings: Settings, options: ServeOptions) -> Serve
         max_weight=progressive.max_weight if progressive else weight,
         promote_after=progressive.promote_after if progressive else None,
         follow=follow,
-        store=Store(
+        store=None
+        if registry is None
+        else Store(
             str(settings.home),
             settings.tracking_uri,
             settings.registry_uri,
@@ -116,6 +124,23 @@ def build_config(model: str, settings: Settings, options: ServeOptions) -> Serve
     )
     limits = {"max_records": options.max_records, "max_body_bytes": options.max_body_bytes}
     return replace(config, **{k: v for k, v in limits.items() if v is not None})
+
+
+def _registered_copy(folder: str, options: ServeOptions):
+    """A version copied out of the registry with its registration (``nbmlops export --format
+    docker``), served as it is: no alias to follow, no second version, no ONNX twin."""
+    needs_registry = {
+        "--canary": options.canary,
+        "--shadow": options.shadow,
+        "--runtime onnx": options.runtime == "onnx",
+    }
+    given = next((option for option, set_ in needs_registry.items() if set_), None)
+    if given is not None:
+        raise UsageError(
+            f"{given} needs the registry, and {folder} is a copy of one version served without "
+            f"it: serve the version from the registry (e.g. NAME@production {given})"
+        )
+    return read_registered_copy(Path(folder))
 
 
 def _followed_alias(model: str, version) -> str | None:
