@@ -142,6 +142,11 @@ def _serving(loaded: LoadedModel, settings: Settings, bench: Path) -> str:
                 ),
                 ("unknown categories", server["unknown_categories"]),
                 ("runtime", "sklearn; onnx when the version has a proven twin"),
+                (
+                    "container",
+                    f"`nbmlops export {name}@production --format docker`: an image of one "
+                    "version, no registry at run time",
+                ),
                 ("registry", f"`{redacted(settings.tracking_uri)}`"),
                 ("prediction log", f"{log}, `{redacted(settings.log_uri)}`"),
                 ("security", "binds 127.0.0.1; any other host needs a Bearer token"),
