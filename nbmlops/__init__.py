@@ -2,7 +2,8 @@
 
 In a notebook: ``%load_ext nbmlops``, then ``%%mlops_package`` and ``%mlops_serve``. In scripts:
 :func:`package`, :func:`load`, :func:`predict`, :func:`serve`, :func:`monitor`, :func:`retrain`,
-:func:`promote`, :func:`rollback`, :func:`history`. Names are imported on first use, so that
+:func:`promote`, :func:`rollback`, :func:`history`, :func:`export`, :func:`plan`,
+:func:`stream`. Names are imported on first use, so that
 ``import nbmlops`` (and the command line) start fast.
 """
 
@@ -19,6 +20,7 @@ from nbmlops.errors import (
     ParityError,
     RegistryError,
     ServingError,
+    StreamError,
     UsageError,
     ValidationError,
 )
@@ -43,9 +45,12 @@ _LAZY = {
     "predict": "nbmlops.batch.run",
     "retrain": "nbmlops.jobs.retrain",
     "OnnxExport": "nbmlops.exports.onnx",
+    "DockerContext": "nbmlops.exports.docker",
     "export": "nbmlops.exports.run",
     "DeploymentPlan": "nbmlops.plans.plan",
     "plan": "nbmlops.plans.plan",
+    "StreamHandle": "nbmlops.streaming.run",
+    "stream": "nbmlops.streaming.run",
 }
 
 __all__ = [
@@ -56,6 +61,7 @@ __all__ = [
     "BatchResult",
     "CaptureError",
     "DeploymentPlan",
+    "DockerContext",
     "LogError",
     "JobResult",
     "LoadedModel",
@@ -68,6 +74,8 @@ __all__ = [
     "RegistryError",
     "ServerHandle",
     "ServingError",
+    "StreamError",
+    "StreamHandle",
     "UsageError",
     "ValidationError",
     "export",
@@ -82,6 +90,7 @@ __all__ = [
     "retrain",
     "rollback",
     "serve",
+    "stream",
 ]
 
 

@@ -269,6 +269,78 @@ def predict_options(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in names}
 
 
+def stream_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``stream MODEL --source URI --group G [options]``, ``--list``, ``--stop``: the CLI's
+    (in the foreground) and ``%mlops_stream``'s (in the background)."""
+    parser.description = (
+        "Score events of a Redis stream as one consumer of a consumer group: each event's "
+        "payload (one record as JSON) is checked and scored in batches, its answer written to "
+        "the sink (fields source_id, id, prediction, proba) or, when invalid, to the "
+        "dead-letter stream with the reason, logged (route stream), then acknowledged. A "
+        "restarted consumer reclaims what a stopped one left; no event is written twice."
+    )
+    parser.add_argument("model", nargs="?", help="NAME, NAME@ALIAS (followed) or NAME@v3")
+    parser.add_argument("--source", metavar="URI", help="redis://HOST:PORT/DB?stream=IN")
+    parser.add_argument("--group", metavar="G", help="the consumer group (created at 0)")
+    parser.add_argument(
+        "--sink", metavar="URI", help="redis://...?stream=OUT (default: IN-scored, same server)"
+    )
+    parser.add_argument(
+        "--dead-letter", metavar="NAME", help="stream for invalid events (default: IN-dead)"
+    )
+    parser.add_argument("--consumer", metavar="NAME", help="this consumer's name (HOST-PID)")
+    parser.add_argument(
+        "--batch-size", type=int, default=500, metavar="N", help="events per batch (500)"
+    )
+    parser.add_argument(
+        "--block-ms",
+        type=int,
+        default=1000,
+        metavar="MS",
+        help="longest wait for the first event of a batch (1000)",
+    )
+    parser.add_argument(
+        "--claim-idle",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="reclaim events another consumer left pending this long (30)",
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on 127.0.0.1"
+    )
+    parser.add_argument(
+        "--unknown-categories",
+        choices=("reject", "allow"),
+        default="reject",
+        help="reject (default: a dead letter) or score categories training never saw",
+    )
+    parser.add_argument("--list", action="store_true", help="list background consumers")
+    parser.add_argument(
+        "--stop", nargs="?", const="all", metavar="MODEL|PID|all", help="stop background ones"
+    )
+    return parser
+
+
+def stream_options(args: argparse.Namespace) -> dict:
+    """The fields of ``StreamOptions`` that ``stream_arguments`` parsed, checked present."""
+    if not (args.model and args.source and args.group):
+        raise UsageError("stream needs MODEL, --source URI and --group G (or --list, --stop)")
+    names = (
+        "source",
+        "group",
+        "sink",
+        "dead_letter",
+        "consumer",
+        "batch_size",
+        "block_ms",
+        "claim_idle",
+        "metrics_port",
+        "unknown_categories",
+    )
+    return {name: getattr(args, name) for name in names}
+
+
 def monitor_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """``%mlops_monitor MODEL [--window DURATION] [--since TIME]`` (the magic adds
     ``--refresh``, the CLI ``--json`` and ``--html``)."""

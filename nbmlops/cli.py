@@ -14,6 +14,8 @@ from nbmlops.arguments import (
     predict_options,
     serve_arguments,
     serve_options,
+    stream_arguments,
+    stream_options,
 )
 from nbmlops.errors import NbmlopsError, RegistryError, UsageError
 from nbmlops.serving.options import ServeOptions
@@ -62,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--html", type=Path, metavar="FILE", help="write the report as HTML")
 
     predict_arguments(verbs.add_parser("predict", help="score a CSV or Parquet file in chunks"))
+
+    stream_arguments(verbs.add_parser("stream", help="score a Redis stream (foreground)"))
 
     exporting = verbs.add_parser("export", help="ONNX (parity proven) or a Docker context")
     exporting.description = (
@@ -164,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             return _retrain(args)
         if args.verb == "predict":
             return _predict(args)
+        if args.verb == "stream":
+            return _stream(args)
         if args.verb == "export":
             return _export(args)
         if args.verb == "plan":
@@ -200,7 +206,8 @@ def _store_failure(exc: Exception) -> RegistryError | None:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from nbmlops.registry.registry import Registry, previous_alias, promote, rollback
+    from nbmlops.registry.refs import previous_alias
+    from nbmlops.registry.registry import Registry, promote, rollback
 
     if args.action == "rollback":
         current, previous = rollback(args.name, args.alias)
@@ -310,6 +317,18 @@ def _predict(args: argparse.Namespace) -> int:
     result = predict(args.model, args.input, args.output, **predict_options(args))
     print(result.summary())
     return result.exit_code
+
+
+def _stream(args: argparse.Namespace) -> int:
+    from nbmlops.config import Settings
+    from nbmlops.streaming.consumer import StreamOptions
+    from nbmlops.streaming.run import consume, list_streams, stop_streams
+
+    if args.list or args.stop is not None:
+        handles = list_streams() if args.list else stop_streams(args.stop)
+        print("\n".join(map(repr, handles)) or "no stream consumers running")
+        return 0
+    return consume(args.model, StreamOptions(**stream_options(args)), Settings.from_env())
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ Every message says what happened, shows the offending value and says what to do:
     ├── ServingError .......... a prediction server that cannot start, answer or stop
     ├── BatchError ............ a batch input that cannot be read or scored (exit 1)
     ├── LogError .............. a prediction log that cannot be opened, read or written
+    ├── StreamError ........... a stream's broker that cannot be reached or refuses a command
     └── NotebookError ......... a notebook nbmlops runs (the demo) that fails in a cell
 """
 
@@ -104,6 +105,10 @@ class BatchError(NbmlopsError):
 
 class LogError(NbmlopsError):
     """The prediction log (``NBMLOPS_LOG_URI``) cannot be opened, migrated, read or written."""
+
+
+class StreamError(NbmlopsError):
+    """A stream's broker cannot be reached, or refuses what a consumer asks of it."""
 
 
 class NotebookError(NbmlopsError):

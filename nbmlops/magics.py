@@ -16,6 +16,8 @@ from nbmlops.arguments import (
     predict_options,
     serve_arguments,
     serve_options,
+    stream_arguments,
+    stream_options,
 )
 from nbmlops.artifact.lineage import NotebookContext, notebook_path
 from nbmlops.errors import NbmlopsError
@@ -31,7 +33,8 @@ class _MagicParser(argparse.ArgumentParser):
 
 @magics_class
 class NbmlopsMagics(Magics):
-    """``%%mlops_package``, ``%mlops_serve``, ``%mlops_monitor`` and ``%mlops_predict``."""
+    """``%%mlops_package``, ``%mlops_serve``, ``%mlops_monitor``, ``%mlops_predict``,
+    ``%mlops_stream`` and ``%mlops_plan``."""
 
     @cell_magic
     def mlops_package(self, line: str, cell: str):
@@ -97,6 +100,30 @@ class NbmlopsMagics(Magics):
             if not args.model:
                 raise IPythonUsageError("%mlops_serve: give a MODEL, --list or --stop")
             return process.serve(args.model, **serve_options(args))
+        except NbmlopsError as exc:
+            raise IPythonUsageError(f"{type(exc).__name__}: {exc}") from None
+
+    @line_magic
+    def mlops_stream(self, line: str):
+        """Score a Redis stream in a background process; the kernel stays free.
+
+        %mlops_stream MODEL --source redis://HOST:PORT/DB?stream=IN --group G
+        [--sink URI] [--dead-letter NAME] [--consumer NAME] [--batch-size N] [--block-ms MS]
+        [--claim-idle SECONDS] [--metrics-port PORT] [--unknown-categories reject|allow]
+        %mlops_stream --list
+        %mlops_stream --stop [MODEL|PID|all]
+        """
+        from nbmlops.streaming.run import list_streams, stop_streams, stream
+
+        args = _parse(stream_arguments(_MagicParser(prog="%mlops_stream")), line)
+        if args is None:
+            return None
+        try:
+            if args.list or args.stop is not None:
+                handles = list_streams() if args.list else stop_streams(args.stop)
+                return "\n".join(map(repr, handles)) or "no stream consumers running"
+            options = stream_options(args)
+            return stream(args.model, options.pop("source"), options.pop("group"), **options)
         except NbmlopsError as exc:
             raise IPythonUsageError(f"{type(exc).__name__}: {exc}") from None
 

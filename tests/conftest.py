@@ -13,7 +13,7 @@ from nbclient.exceptions import CellExecutionError
 from nbmlops.config import Settings
 from nbmlops.jobs.notebooks import ensure_kernel
 
-pytest_plugins = ["tests.team_services"]
+pytest_plugins = ["tests.team_services", "tests.redis_service"]
 
 _STORE_VARIABLES = (
     "MLFLOW_TRACKING_URI",

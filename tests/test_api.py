@@ -18,6 +18,7 @@ EXPECTED_EXPORTS = {
     "BatchResult",
     "CaptureError",
     "DeploymentPlan",
+    "DockerContext",
     "LogError",
     "JobResult",
     "LoadedModel",
@@ -30,6 +31,8 @@ EXPECTED_EXPORTS = {
     "RegistryError",
     "ServerHandle",
     "ServingError",
+    "StreamError",
+    "StreamHandle",
     "UsageError",
     "ValidationError",
     "export",
@@ -44,6 +47,7 @@ EXPECTED_EXPORTS = {
     "retrain",
     "rollback",
     "serve",
+    "stream",
 }
 
 

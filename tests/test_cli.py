@@ -371,6 +371,7 @@ HELP_PATHS = [
     ("serve",),
     ("monitor",),
     ("predict",),
+    ("stream",),
     ("export",),
     ("plan",),
     ("retrain",),

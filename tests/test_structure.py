@@ -24,6 +24,7 @@ LAYERS = {
     "jobs": 3,
     "batch": 3,
     "exports": 3,
+    "streaming": 3,
     "plans": 4,
     "cli": 4,
     "magics": 4,

@@ -34,7 +34,8 @@ from nbmlops.errors import UsageError
 from nbmlops.packaging.capture import capture
 from nbmlops.packaging.evaluate import evaluate, primary_metric
 from nbmlops.packaging.parity import ParityResult, estimator_modules, fresh_process, prewarm
-from nbmlops.registry.registry import ModelVersion, Registry, validate_alias, validate_name
+from nbmlops.registry.refs import validate_alias, validate_name
+from nbmlops.registry.registry import ModelVersion, Registry
 
 PARITY_ROWS = 200
 JOB_ENV = "NBMLOPS_JOB_ID"

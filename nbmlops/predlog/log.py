@@ -145,6 +145,16 @@ class PredictionLog:
         rows = self._read(query + " ORDER BY ts", args)
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
+    def logged(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` the log holds (a stream's redelivered events are logged once)."""
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            marks = ", ".join("?" * len(chunk))
+            rows = self._read(f"SELECT id FROM predictions WHERE id IN ({marks})", chunk)
+            found.update(row[0] for row in rows)
+        return found
+
     def count(self, model: str | None = None, status: str | None = None) -> int:
         query, args = "SELECT COUNT(*) FROM predictions WHERE 1=1", []
         if model is not None:

@@ -142,7 +142,8 @@ def history(
     from mlflow.exceptions import MlflowException
 
     from nbmlops.errors import ModelNotFoundError
-    from nbmlops.registry.registry import _ABSENT, Registry, validate_name
+    from nbmlops.registry.refs import validate_name
+    from nbmlops.registry.registry import _ABSENT, Registry
 
     validate_name(name)
     registry = registry or Registry(settings)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -23,16 +22,18 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from nbmlops.config import Settings
-from nbmlops.errors import ModelNotFoundError, RegistryError, UsageError
+from nbmlops.errors import ModelNotFoundError, RegistryError
 from nbmlops.registry import history
 from nbmlops.registry.lock import advisory_lock, file_lock
+from nbmlops.registry.refs import (
+    PRODUCTION,
+    parse_ref,
+    previous_alias,
+    validate_alias,
+    validate_name,
+)
 
-PRODUCTION = "production"
-PREVIOUS = "previous"
 ARCHIVED_TAG = "archived"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
-_VERSION_ALIAS = re.compile(r"^v(\d+)$")
 #: MLflow's answers for a model, version or alias that does not exist (the sqlite store says
 #: INVALID_PARAMETER_VALUE for a missing alias, RESOURCE_DOES_NOT_EXIST for a missing model or
 #: version; a tracking server passes the same codes on). Any other error is the store failing.
@@ -84,54 +85,6 @@ class ModelSummary:
     n_versions: int
     aliases: dict[str, str]
     description: str = ""
-
-
-def validate_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise UsageError(
-            f"model name {name!r} is not valid: use letters, digits, '_', '.' and '-', "
-            "starting with a letter or digit (e.g. churn or churn-v2)"
-        )
-    return name
-
-
-def validate_alias(alias: str) -> str:
-    if not _ALIAS.match(alias or "") or _VERSION_ALIAS.match(alias) or alias == "latest":
-        raise UsageError(
-            f"alias {alias!r} is not valid: use letters, digits, '_' and '-', starting with a "
-            "letter; 'latest' and 'v<number>' are reserved (e.g. staging, production)"
-        )
-    return alias
-
-
-def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
-    """Split an address into ``(name, version, alias)``; at most one of the last two is set."""
-    if not isinstance(ref, str) or not ref.strip():
-        raise UsageError("a model address is required, e.g. churn, churn@production or churn@v3")
-    ref = ref.strip()
-    if ref.startswith("models:/"):
-        body = ref[len("models:/") :]
-        if "@" in body:
-            name, alias = body.split("@", 1)
-            return validate_name(name), None, alias
-        name, _, version = body.partition("/")
-        if not version.isdigit():
-            raise UsageError(
-                f"{ref!r} is not a model URI; use models:/NAME/3 or models:/NAME@ALIAS"
-            )
-        return validate_name(name), version, None
-    name, _, alias = ref.partition("@")
-    validate_name(name)
-    if not alias:
-        return name, None, None
-    if match := _VERSION_ALIAS.match(alias):
-        return name, match.group(1), None
-    return name, None, alias
-
-
-def previous_alias(alias: str) -> str:
-    """The alias that remembers where ``alias`` pointed before it last moved."""
-    return PREVIOUS if alias == PRODUCTION else f"{PREVIOUS}-{alias}"
 
 
 class Registry:

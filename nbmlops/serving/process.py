@@ -28,7 +28,8 @@ from nbmlops.artifact.files import DIGEST_TAG, manifest_digest
 from nbmlops.artifact.registration import is_registered_copy, read_registered_copy
 from nbmlops.config import Settings
 from nbmlops.errors import ArtifactModifiedError, ServingError, UsageError
-from nbmlops.registry.registry import PRODUCTION, Registry, parse_ref
+from nbmlops.registry.refs import followed_alias
+from nbmlops.registry.registry import Registry
 from nbmlops.serving.client import (
     ServerHandle,
     process_created,
@@ -69,7 +70,7 @@ def build_config(model: str, settings: Settings, options: ServeOptions) -> Serve
     else:
         registry = Registry(settings)
         version, artifact, registered = _resolve(registry, model)
-        follow = _followed_alias(model, version)
+        follow = followed_alias(model, version.aliases)
     others = {}
     for option, address in (("--canary", options.canary), ("--shadow", options.shadow)):
         if address is not None:
@@ -141,17 +142,6 @@ def _registered_copy(folder: str, options: ServeOptions):
             f"it: serve the version from the registry (e.g. NAME@production {given})"
         )
     return read_registered_copy(Path(folder))
-
-
-def _followed_alias(model: str, version) -> str | None:
-    """The alias a server on ``model`` follows: the one it names (``NAME@ALIAS``), or
-    ``production`` for a bare ``NAME`` that resolved through it; None for a pinned version."""
-    _, pinned, alias = parse_ref(model)
-    if alias is not None:
-        return alias
-    if pinned is None and PRODUCTION in version.aliases:
-        return PRODUCTION
-    return None
 
 
 def serve(

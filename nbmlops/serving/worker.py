@@ -23,7 +23,7 @@ def run(config: ServerConfig, workers: int = 1, parent_pid: int | None = None) -
     import uvicorn
 
     if parent_pid:
-        _exit_with_parent(parent_pid)
+        exit_with_parent(parent_pid)
     if workers > 1:
         from uvicorn.supervisors import Multiprocess
 
@@ -85,8 +85,9 @@ def app_from_env():
     return create_app(ServerConfig.from_json(os.environ["NBMLOPS_SERVER_CONFIG"]))
 
 
-def _exit_with_parent(parent_pid: int) -> None:
-    """Stop this server gracefully when the process that started it is gone."""
+def exit_with_parent(parent_pid: int) -> None:
+    """Stop this process gracefully (SIGTERM to itself) when the process that started it is
+    gone."""
     created = process_created(parent_pid)
 
     def watch() -> None:

@@ -29,7 +29,8 @@ from nbmlops.errors import (
     RegistryError,
     UsageError,
 )
-from nbmlops.registry.registry import Registry, alias_lock, parse_ref
+from nbmlops.registry.refs import parse_ref
+from nbmlops.registry.registry import Registry, alias_lock
 from tests.capture_examples import add_charge_per_call
 from tests.churn_store import (
     NAME,

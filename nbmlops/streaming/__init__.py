@@ -1,0 +1,1 @@
+"""Streaming scoring: a consumer group on a broker's stream, at least once, output once."""
