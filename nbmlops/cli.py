@@ -322,11 +322,10 @@ def _predict(args: argparse.Namespace) -> int:
 def _stream(args: argparse.Namespace) -> int:
     from nbmlops.config import Settings
     from nbmlops.streaming.consumer import StreamOptions
-    from nbmlops.streaming.run import consume, list_streams, stop_streams
+    from nbmlops.streaming.run import consume, list_streams, stop_streams, streams_text
 
     if args.list or args.stop is not None:
-        handles = list_streams() if args.list else stop_streams(args.stop)
-        print("\n".join(map(repr, handles)) or "no stream consumers running")
+        print(streams_text(list_streams() if args.list else stop_streams(args.stop)))
         return 0
     return consume(args.model, StreamOptions(**stream_options(args)), Settings.from_env())
 

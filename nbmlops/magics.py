@@ -113,15 +113,15 @@ class NbmlopsMagics(Magics):
         %mlops_stream --list
         %mlops_stream --stop [MODEL|PID|all]
         """
-        from nbmlops.streaming.run import list_streams, stop_streams, stream
+        from nbmlops.streaming.run import list_streams, stop_streams, stream, streams_text
 
         args = _parse(stream_arguments(_MagicParser(prog="%mlops_stream")), line)
         if args is None:
             return None
         try:
             if args.list or args.stop is not None:
-                handles = list_streams() if args.list else stop_streams(args.stop)
-                return "\n".join(map(repr, handles)) or "no stream consumers running"
+                print(streams_text(list_streams() if args.list else stop_streams(args.stop)))
+                return None
             options = stream_options(args)
             return stream(args.model, options.pop("source"), options.pop("group"), **options)
         except NbmlopsError as exc:

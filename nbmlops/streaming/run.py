@@ -190,6 +190,12 @@ def stop_streams(target: str = "all", settings: Settings | None = None) -> list[
     return chosen
 
 
+def streams_text(handles: list[StreamHandle]) -> str:
+    """One line per consumer: a running one's description, a stopped one's summary."""
+    lines = [repr(h) if h.alive else f"stopped: {h.summary()}" for h in handles]
+    return "\n".join(lines) or "no stream consumers running"
+
+
 def _wait_ready(proc: subprocess.Popen, log_file: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

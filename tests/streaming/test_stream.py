@@ -270,3 +270,28 @@ def test_bad_addresses_are_refused_with_what_to_do(churn_registry, names):
     port = free_port()  # nothing listens there
     with pytest.raises(StreamError, match=f"cannot reach Redis at redis://127.0.0.1:{port}"):
         nbmlops.stream(NAME + "@v2", f"redis://127.0.0.1:{port}/0?stream=x", "scorers")
+
+
+def test_mlops_stream_runs_in_the_background_of_a_kernel(churn_registry, names, client, run_cells):
+    ids = publish(client, names["stream"], frame_of(300, seed=9))
+    sink = f"{names['stream']}-scored"
+    nb, error = run_cells(
+        "%load_ext nbmlops",
+        f"handle = %mlops_stream {NAME}@v2 --source {names['source']} --group {names['group']}\n"
+        "handle",
+        "import redis, time\n"
+        f"client = redis.Redis.from_url({names['source'].split('?')[0]!r})\n"
+        f"while client.xlen({sink!r}) < {len(ids)}:\n"
+        "    time.sleep(0.1)",
+        "%mlops_stream --list",
+        f"%mlops_stream --stop {NAME}",
+        f"%mlops_stream {NAME}@v2 --source redis://127.0.0.1:1/0 --group g",
+        expect_error=True,
+    )
+    shown = [cell.get("outputs", []) for cell in nb.cells]
+    assert shown[1][0]["data"]["text/plain"].startswith(f"Streaming {NAME}@v2 (consuming)")
+    assert "<b>Streaming" in shown[1][0]["data"]["text/html"]
+    assert f"group {names['group']}" in shown[3][0]["text"]
+    assert "stopped: churn v2" in shown[4][0]["text"] and "300 events scored" in shown[4][0]["text"]
+    assert "redis://HOST:PORT/DB?stream=NAME" in str(error)
+    assert len(entries(client, sink)) == len(ids)
