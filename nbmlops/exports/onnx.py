@@ -189,18 +189,28 @@ def _parity(loaded: LoadedModel, graph: bytes, features: pd.DataFrame, inputs) -
 
 
 def graph_feeds(features: pd.DataFrame, inputs) -> dict[str, np.ndarray]:
-    """The graph's inputs for a frame of feature columns: float32 or string, one column each."""
+    """The graph's inputs for a frame of feature columns: float32 or string, one column each
+    (a missing number is NaN, a missing string empty)."""
     feeds = {}
     for spec in inputs:
         column = features[spec["name"]]
-        if spec["type"] == "float32":
-            values = pd.to_numeric(column, errors="coerce").to_numpy(
-                dtype=np.float32, na_value=np.nan
-            )
-        else:
-            values = column.astype(object).where(column.notna(), "").astype(str).to_numpy()
+        values = _floats(column) if spec["type"] == "float32" else _strings(column)
         feeds[spec["name"]] = values.reshape(-1, 1)
     return feeds
+
+
+def _floats(column: pd.Series) -> np.ndarray:
+    if column.dtype.kind in "biuf":  # numpy's own numbers and booleans: no missing marker
+        return column.to_numpy(dtype=np.float32)
+    dtype = column.dtype
+    if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)):
+        column = pd.to_numeric(column, errors="coerce")
+    return column.to_numpy(dtype=np.float32, na_value=np.nan)
+
+
+def _strings(column: pd.Series) -> np.ndarray:
+    values = column.to_numpy(dtype=object, na_value="")
+    return np.array([v if type(v) is str else str(v) for v in values], dtype=object)
 
 
 def _final(estimator):
