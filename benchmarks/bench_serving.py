@@ -49,6 +49,33 @@ the repository):
    directory removed at the end, whatever happened. ``--no-postgres`` skips this step;
    ``--pg-bin`` is where ``initdb`` and ``pg_ctl`` are (PostgreSQL 15's by default).
 
+8. The ONNX runtime: ``nbmlops.export("churn@v1", format="onnx", settings=...)`` converts v1,
+   proves its parity and attaches the graph to the version (right after packaging, before any
+   server). Then ``nbmlops serve churn@v1 --runtime sklearn`` and ``nbmlops serve churn@v1
+   --runtime onnx`` (the same captured ``featurize``, then onnxruntime instead of
+   scikit-learn), one after the other, each on 1-row requests at concurrency 1 and 16 and
+   100-row requests at concurrency 16. The sklearn one must agree with ``nbmlops.load(...)
+   .predict`` as above; the onnx one with the sklearn one on the same rows: identical labels,
+   probabilities within 1e-4 (the export's parity tolerance; the graph computes in float32).
+   Targets: the onnx server's p50 on 1-row requests at concurrency 1 under 2 ms, and its
+   req/s on 1-row requests at concurrency 16 at least 3x the sklearn runtime's. ``--no-onnx``
+   skips the onnx server (the sklearn one still runs when BentoML does).
+
+9. BentoML 1.4: the same fitted pipeline (a joblib file in the temporary directory) and the
+   same ``featurize`` in a ``@bentoml.service`` with a batchable ``@bentoml.api`` (adaptive
+   batching; ``_bench_bentoml_service.py``), served by ``bentoml serve`` from BentoML's own
+   virtualenv (``_bench_bentoml.py`` makes it once under ``--bentoml-cache``, with the project
+   venv's scikit-learn, pandas, numpy, scipy and joblib versions), twice: with BentoML's
+   defaults, and tuned (``max_batch_size=2000`` on the api, uvloop and httptools installed in
+   another venv). Its ``POST /predict`` takes the very ``{"records": [...]}`` body nbmlops
+   takes. Before any load its answers on the check rows must equal the in-process pipeline's
+   (``featurize``, then the Pipeline's ``predict`` and ``predict_proba``). The same three cells
+   as step 8, right after it; the ratio nbmlops / BentoML is given for each nbmlops runtime.
+   Target: nbmlops at least 2x the tuned BentoML on every cell, with either runtime.
+   ``--no-bentoml`` skips this step. The servers are stopped like the others: SIGTERM to their
+   process group, SIGKILL after a grace period, and any process they started (BentoML's worker
+   runs in a session of its own) signalled the same way.
+
 The results (a Markdown table with the issue's targets, met or not) go to stdout and to the
 section between the bench_serving markers in benchmarks/README.md.
 """
@@ -93,11 +120,20 @@ LOG_SQLITE_BEFORE, LOG_POSTGRES, LOG_SQLITE_AFTER = (
     "nbmlops+sqlite-after",
 )
 LOG_SERVERS = (LOG_SQLITE_BEFORE, LOG_POSTGRES, LOG_SQLITE_AFTER)
+#: the runtime rows: churn v1 served with scikit-learn and with its ONNX twin, one after the other
+RUNTIME_SKLEARN, RUNTIME_ONNX = "nbmlops+sklearn", "nbmlops+onnx"
+RUNTIMES = {RUNTIME_SKLEARN: "sklearn", RUNTIME_ONNX: "onnx"}
+#: the cells of the runtime and BentoML rows: (rows per request, concurrency)
+COMPARED_CELLS = ((1, 1), (1, 16), (100, 16))
 # The issue's targets.
 TARGET_THROUGHPUT = 10.0  # nbmlops req/s at least 10x MLflow's, 1-row requests, concurrency 16
 TARGET_P50_MS = 2.0  # nbmlops p50 at concurrency 1 within 2 ms of the raw in-process predict
 TARGET_READY_S = 3.0  # nbmlops ready within 3 s of start
 TARGET_POSTGRES = 0.8  # the log in PostgreSQL: at least 0.8x the req/s with the log in SQLite
+TARGET_ONNX_P50_MS = 2.0  # the onnx runtime's p50, 1-row requests at concurrency 1, over HTTP
+TARGET_ONNX_SPEEDUP = 3.0  # onnx req/s at least 3x the sklearn runtime's, 1 row, concurrency 16
+TARGET_BENTOML = 2.0  # nbmlops req/s at least 2x the tuned BentoML's, every cell, either runtime
+ONNX_TOLERANCE = 1e-4  # the onnx server's probabilities against the sklearn server's
 ROW_COUNTS = (1, 100)
 CONCURRENCIES = (1, 16)
 READY_TIMEOUT = 120.0
@@ -108,10 +144,19 @@ PG_DATABASE = "nbmlops_bench"
 PG_SETTINGS = ("server_version", "fsync", "synchronous_commit", "wal_sync_method")
 
 sys.path.insert(0, str(HERE))
+import _bench_bentoml as bento  # noqa: E402 - BentoML's venvs, pipeline file and command
 import _bench_pipeline as pipeline  # noqa: E402 - needs the path above when imported elsewhere
 import bench_package  # noqa: E402 - shared helpers (machine info, quiet MLflow)
 
-VERSIONS_OF = (*bench_package.VERSIONS_OF, "fastapi", "starlette", "uvicorn", "h11")
+VERSIONS_OF = (
+    *bench_package.VERSIONS_OF,
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "h11",
+    "onnxruntime",
+    "skl2onnx",
+)
 
 SECTION_INTRO = """## bench_serving.py: the prediction server against `mlflow models serve`
 
@@ -146,6 +191,32 @@ same way right before and right after it; the issue's target: at least 0.8x thei
 equal the server's 200 answers (warm-up and tail included) x rows per request. `--no-postgres`
 skips this; `--pg-bin DIR` points at other PostgreSQL binaries.
 
+The ONNX runtime: `nbmlops.export("churn@v1", format="onnx")` converts v1 with skl2onnx, proves
+parity with onnxruntime and attaches the graph to the version; `nbmlops serve churn@v1 --runtime
+onnx` then runs the captured `featurize` in Python and the graph in onnxruntime instead of
+scikit-learn, behind the same API, checks and log. It is measured right after `nbmlops serve
+churn@v1 --runtime sklearn` (the default runtime, the same artifact), on 1-row requests at
+concurrency 1 and 16 and 100-row requests at concurrency 16; its answers on the check rows must
+agree with the sklearn server's (identical labels, probabilities within 1e-4: the graph computes
+in float32). The issue's targets: the onnx server's p50 on 1-row requests at concurrency 1 under 2
+ms over HTTP, and its req/s on 1-row requests at concurrency 16 at least 3x the sklearn runtime's.
+`--no-onnx` skips it.
+
+BentoML 1.4: the same fitted pipeline (handed over as a joblib file) and the same `featurize` in a
+`@bentoml.service` class whose `@bentoml.api(batchable=True)` method takes a batch of records and
+returns a batch of answers (BentoML's adaptive batching joins concurrent requests' records;
+`_bench_bentoml_service.py`), served by `bentoml serve` from BentoML's own virtualenv (made once
+under `~/.cache/nbmlops-bench`, `--bentoml-cache DIR` elsewhere, with the project venv's versions
+of scikit-learn, pandas, numpy, scipy and joblib). It takes the same `{"records": [...]}` body as
+nbmlops' `/predict`, and does the same model work as nbmlops' sklearn runtime (`featurize`, the
+Pipeline's transformers once, `predict` and `predict_proba`) without nbmlops' input checks and
+prediction log. Before any load its answers on the check rows must equal the in-process
+pipeline's. It runs twice, right after the runtime rows: with BentoML's defaults (one worker,
+`max_batch_size` 100, asyncio and h11 since neither uvloop nor httptools is installed), and tuned
+(`max_batch_size=2000`, uvloop and httptools installed in its venv), on the same three cells. The
+issue's target: nbmlops at least 2x the tuned BentoML's req/s on every cell, with either runtime.
+`--no-bentoml` skips it.
+
 Everything runs on the same small machine: the load generator and the server share its cores
 (their CPU use is in the table), so absolute numbers are lower than on a dedicated client and
 server; compare runs made on the same machine.
@@ -154,6 +225,7 @@ server; compare runs made on the same machine.
 .venv/bin/python benchmarks/bench_serving.py               # 10 s per cell after 1 s warm-up
 .venv/bin/python benchmarks/bench_serving.py --seconds 5 --starts 1
 .venv/bin/python benchmarks/bench_serving.py --no-readme   # print only
+.venv/bin/python benchmarks/bench_serving.py --no-postgres --no-onnx --no-bentoml
 ```
 
 ### Results
@@ -174,6 +246,8 @@ class Server:
     ready_path: str
     log: Path
     ready_seconds: float = math.nan
+    #: ``{pid: start time}`` of the processes it had started when it was ready
+    family: dict[int, int] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -226,6 +300,7 @@ def start_server(name: str, argv: list[str], env: dict, cwd: Path, port: int, re
             with urllib.request.urlopen(server.url + ready, timeout=1) as resp:
                 if resp.status == 200:
                     server.ready_seconds = time.perf_counter() - start
+                    server.family = _descendants(proc.pid)
                     return server
         except (urllib.error.URLError, OSError):
             pass
@@ -234,8 +309,12 @@ def start_server(name: str, argv: list[str], env: dict, cwd: Path, port: int, re
 
 
 def stop_server(server: Server) -> None:
-    """SIGTERM to the server's process group (its own pid), SIGKILL after a grace period."""
+    """SIGTERM to the server's process group (its own pid), SIGKILL after a grace period; then
+    the same for the processes it started that outlived it (BentoML's worker runs in a session
+    of its own), found when it was ready and before the first signal, and told apart from a
+    reused pid by their start time."""
     pid = server.proc.pid
+    family = {**server.family, **_descendants(pid)}
     try:
         if server.proc.poll() is None:
             _signal_group(pid, signal.SIGTERM)
@@ -251,6 +330,7 @@ def stop_server(server: Server) -> None:
             time.sleep(0.05)
         if _group_pids(pid):
             _signal_group(pid, signal.SIGKILL)
+        _stop_survivors(family)
     finally:
         if server in _running:
             _running.remove(server)
@@ -259,6 +339,52 @@ def stop_server(server: Server) -> None:
 def _signal_group(pgid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
+
+
+def _started(pid: int) -> int | None:
+    """A live process's start time (clock ticks since boot), from /proc; None when it is gone
+    (or a zombie)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return None if fields[0] == "Z" else int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _descendants(pid: int) -> dict[int, int]:
+    """``{pid: start time}`` of the live processes below ``pid`` (children, grandchildren...)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry)] = (int(fields[1]), int(fields[19]))
+    found, grew = {pid}, True
+    while grew:
+        children = {child for child, (parent, _) in parents.items() if parent in found}
+        grew = not children <= found
+        found |= children
+    return {p: parents[p][1] for p in found - {pid}}
+
+
+def _stop_survivors(family: dict[int, int]) -> None:
+    """SIGTERM to the processes of ``family`` still alive (same pid, same start time), SIGKILL
+    to those alive after the grace period."""
+
+    def alive() -> list[int]:
+        return [p for p, started in family.items() if _started(p) == started]
+
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        for p in alive():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p, signum)
+        deadline = time.monotonic() + STOP_GRACE
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not alive():
+            return
 
 
 def _proc_stat(pid: str) -> tuple[int, float] | None:
@@ -464,8 +590,41 @@ def answers_from_mlflow(payload) -> list[dict]:
     return [dict(p) for p in predictions]
 
 
-def check_agreement(name: str, answers: list[dict], expected) -> None:
-    """``answers`` must match ``expected`` (``LoadedModel.predict`` output) row by row."""
+def answers_from_bentoml(payload) -> list[dict]:
+    """The BentoML service's answers (a list of ``{"prediction", "proba"}``) as rows."""
+    return answers_from_nbmlops({"predictions": payload})
+
+
+def pipeline_answers(clf, frame):
+    """The in-process pipeline's answers, as ``LoadedModel.predict`` frames them: ``featurize``,
+    then the Pipeline's ``predict`` and ``predict_proba``."""
+    import pandas as pd
+
+    features = pipeline.featurize(frame)
+    answers = pd.DataFrame({"prediction": clf.predict(features)}, index=frame.index)
+    for label, column in zip(clf.classes_, clf.predict_proba(features).T, strict=True):
+        answers[f"proba_{label}"] = column
+    return answers
+
+
+def largest_difference(name: str, answers: list[dict], reference: list[dict]) -> float:
+    """The largest probability difference between two servers' answers to the same rows; their
+    labels must be identical."""
+    if len(answers) != len(reference):
+        raise RuntimeError(f"{name}: {len(answers)} answers for {len(reference)} rows")
+    largest = 0.0
+    for i, (answer, want) in enumerate(zip(answers, reference, strict=True)):
+        if str(answer["prediction"]) != str(want["prediction"]):
+            raise RuntimeError(f"{name}: row {i} predicted {answer['prediction']!r}, not {want}")
+        for key, value in want.items():
+            if key.startswith("proba_"):
+                largest = max(largest, abs(answer.get(key, math.inf) - value))
+    return largest
+
+
+def check_agreement(name: str, answers: list[dict], expected, tolerance: float = 1e-9) -> None:
+    """``answers`` must match ``expected`` (``LoadedModel.predict`` output) row by row:
+    identical predictions, probabilities within ``tolerance``."""
     if len(answers) != len(expected):
         raise RuntimeError(f"{name}: {len(answers)} answers for {len(expected)} rows")
     wanted = expected.to_dict(orient="records")  # not iterrows(): it makes every value a float
@@ -478,18 +637,30 @@ def check_agreement(name: str, answers: list[dict], expected) -> None:
         for column in expected.columns:
             if column.startswith("proba_"):
                 got = answer.get(column)
-                if got is None or not math.isclose(got, want[column], abs_tol=1e-9):
+                if got is None or not math.isclose(got, want[column], abs_tol=tolerance):
                     raise RuntimeError(
                         f"{name}: row {i} {column} = {got!r}, expected {want[column]!r}"
                     )
 
 
-def verify(server: Server, path: str, body: dict, parse, expected) -> list[dict]:
+def verify_runtime(
+    server: Server, runtime: str, body: dict, expected, tolerance: float = 1e-9
+) -> list[dict]:
+    """A server's ``/metadata`` must name ``runtime``; then its ``/predict`` is checked."""
+    status, metadata = http_json(server.url + "/metadata")
+    if status != 200 or metadata.get("runtime") != runtime:
+        raise RuntimeError(f"{server.name}: /metadata says {status} {metadata}, not {runtime}")
+    return verify(server, "/predict", body, answers_from_nbmlops, expected, tolerance)
+
+
+def verify(
+    server: Server, path: str, body: dict, parse, expected, tolerance: float = 1e-9
+) -> list[dict]:
     status, payload = http_json(server.url + path, body)
     if status != 200:
         raise RuntimeError(f"{server.name} {path} answered {status}: {payload}")
     answers = parse(payload)
-    check_agreement(f"{server.name} {path}", answers, expected)
+    check_agreement(f"{server.name} {path}", answers, expected, tolerance)
     return answers
 
 
@@ -584,7 +755,7 @@ def run_load(
         "--expect-rows",
         str(rows),
     ]
-    is_nbmlops = server.name in ("nbmlops", *LOG_SERVERS)
+    is_nbmlops = server.name in ("nbmlops", *LOG_SERVERS, *RUNTIMES)
     before = nbmlops_counters(server) if is_nbmlops else {}
     logged = postgres.log_rows() if postgres else 0
     cpu0 = group_cpu(server.proc.pid)
@@ -649,6 +820,8 @@ def machine_info(args: argparse.Namespace) -> list[str]:
         f"- load: {args.warmup:g} s warm-up then {args.seconds:g} s measured per cell, "
         "closed loop (concurrency = requests in flight, each on its own keep-alive connection)",
     ]
+    for name, where in args.bentoml.items():
+        info.append(f"- {name}: {where}")
     if args.postgres:
         info.append(
             f"- PostgreSQL: {args.postgres['server_version']} ({args.pg_bin}), a throwaway "
@@ -695,13 +868,28 @@ def render(
         "(`NBMLOPS_LOG_URI=postgresql://...`, fsync and synchronous_commit on)",
         (LOG_SQLITE_AFTER, "/predict"): "nbmlops `POST /predict`, log in SQLite (the default), "
         "right after the PostgreSQL row",
+        (RUNTIME_SKLEARN, "/predict"): "nbmlops `POST /predict`, `serve churn@v1 --runtime "
+        "sklearn` (the default runtime, right before the onnx row)",
+        (RUNTIME_ONNX, "/predict"): "nbmlops `POST /predict`, `serve churn@v1 --runtime onnx` "
+        "(`featurize`, then onnxruntime)",
+        (bento.DEFAULT.name, "/predict"): "BentoML 1.4 `POST /predict` (`records`), adaptive "
+        "batching, BentoML's defaults",
+        (bento.TUNED.name, "/predict"): "BentoML 1.4 `POST /predict` (`records`), adaptive "
+        f"batching, `max_batch_size={bento.TUNED_MAX_BATCH_SIZE}`, uvloop + httptools",
     }
     lines = [
         "| server | rows/request | concurrency | req/s | p50 ms | p99 ms | errors | "
         "req/s vs MLflow | server CPU | load-gen CPU |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    rank = {("nbmlops", "/predict"): 0, ("MLflow", "/invocations"): 1}
+    rank = {
+        ("nbmlops", "/predict"): 0,
+        ("MLflow", "/invocations"): 1,
+        **{
+            (name, "/predict"): 3 + i
+            for i, name in enumerate((*RUNTIMES, *(f.name for f in bento.FLAVOURS)))
+        },
+    }
     order = sorted(
         cells, key=lambda c: (c.rows, c.concurrency, rank.get((c.server, c.endpoint), 2))
     )
@@ -740,7 +928,8 @@ def render(
     lines += [
         "",
         "Start to ready (from `Popen` of the command to the first 200 from its readiness "
-        f"endpoint; median of {len(ready['nbmlops'])} starts each):",
+        f"endpoint; median of {len(ready['nbmlops'])} starts each for nbmlops and MLflow, one "
+        "start for the others):",
         "",
         "| server | command | ready endpoint | median s | min s | max s | vs MLflow |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: |",
@@ -751,6 +940,21 @@ def render(
         f"--host 127.0.0.1` | `GET /ping` | {fmt(ml_ready)} | {fmt(min(ready['MLflow']))} | "
         f"{fmt(max(ready['MLflow']))} | 1.00x |",
     ]
+    one_start = {
+        RUNTIME_SKLEARN: ("`nbmlops serve churn@v1 --runtime sklearn --port P`", "/ready"),
+        RUNTIME_ONNX: ("`nbmlops serve churn@v1 --runtime onnx --port P`", "/ready"),
+        **{
+            f.name: (f"`bentoml serve {bento.SERVICE} --port P` ({f.describe()})", "/readyz")
+            for f in bento.FLAVOURS
+        },
+    }
+    for name, (command, endpoint) in one_start.items():
+        if ready.get(name):
+            seconds = ready[name][0]
+            lines.append(
+                f"| {name} | {command} | `GET {endpoint}` | {fmt(seconds)} | {fmt(seconds)} | "
+                f"{fmt(seconds)} | {seconds / ml_ready:.2f}x |"
+            )
 
     nb1 = by_key[("nbmlops", "/predict", 1, 16)].result["rps"]
     ml1 = mlflow_rps(1, 16)
@@ -794,6 +998,9 @@ def render(
             f"{pg_cell.result['ok_total']:,} 200 answers (warm-up and tail included) x 1 row = "
             f"{answered:,}: " + ("none lost." if added == answered else "**rows lost**."),
         ]
+    runtime_lines, runtime_targets, runtime_ok = runtime_section(by_key, args)
+    bento_lines, bento_targets, bento_ok = bentoml_section(by_key, args)
+    lines += runtime_lines + bento_lines
     throughput_ok = nb1 >= TARGET_THROUGHPUT * ml1
     p50_gaps = {
         rows: by_key[("nbmlops", "/predict", rows, 1)].result["p50_ms"] - floors[rows]["median_ms"]
@@ -808,6 +1015,8 @@ def render(
         "errors": total_errors == 0,
         "postgres": postgres >= TARGET_POSTGRES * sqlite,  # False when not measured (NaN)
         "log_rows": all(c.log_rows[0] == c.log_rows[1] for c in cells if c.log_rows),
+        **runtime_ok,
+        **bento_ok,
     }
     lines += [
         "",
@@ -845,11 +1054,14 @@ def render(
             f"log's promise): {verdict(targets['log_rows'])} ({added:,} rows added for "
             f"{answered:,} answered)",
         ]
+    lines += runtime_targets + bento_targets
 
     log_in = {
         LOG_SQLITE_BEFORE: ", log in SQLite (before)",
         LOG_POSTGRES: ", log in PostgreSQL",
         LOG_SQLITE_AFTER: ", log in SQLite (after)",
+        RUNTIME_SKLEARN: ", `churn@v1 --runtime sklearn`",
+        RUNTIME_ONNX: ", `churn@v1 --runtime onnx`",
     }
     batch_lines = [
         f"| {c.endpoint}{log_in.get(c.server, '')} | {c.rows} | {c.concurrency} | "
@@ -872,6 +1084,137 @@ def render(
         ]
     lines += ["", "Machine:", "", *machine_info(args)]
     return "\n".join(lines) + "\n", targets
+
+
+def runtime_section(by_key: dict, args: argparse.Namespace) -> tuple[list, list, dict]:
+    """The onnx runtime against the sklearn runtime: the lines under the table, the target
+    lines and the targets (nothing when the onnx server did not run)."""
+    cells = {
+        (rows, c): (
+            by_key.get((RUNTIME_SKLEARN, "/predict", rows, c)),
+            by_key.get((RUNTIME_ONNX, "/predict", rows, c)),
+        )
+        for rows, c in COMPARED_CELLS
+    }
+    if not all(sk and ox for sk, ox in cells.values()):
+        return [], [], {}
+
+    def model_ms(cell: Cell) -> str:
+        return fmt(cell.batches["model_ms_per_batch"]) if cell.batches else "n/a"
+
+    rows = [
+        f"| {n} | {c} | {fmt(sk.result['rps'], 1)} | {fmt(ox.result['rps'], 1)} | "
+        f"{ox.result['rps'] / sk.result['rps']:.2f}x | {fmt(sk.result['p50_ms'])} | "
+        f"{fmt(ox.result['p50_ms'])} | {model_ms(sk)} | {model_ms(ox)} |"
+        for (n, c), (sk, ox) in cells.items()
+    ]
+    p50 = cells[(1, 1)][1].result["p50_ms"]
+    sk16, ox16 = (cell.result["rps"] for cell in cells[(1, 16)])
+    targets = {
+        "onnx_p50": p50 < TARGET_ONNX_P50_MS,
+        "onnx_speedup": ox16 >= TARGET_ONNX_SPEEDUP * sk16,
+    }
+    lines = [
+        "",
+        "The ONNX runtime against the scikit-learn runtime (the same artifact, `churn@v1`, "
+        "served with `--runtime sklearn` and then `--runtime onnx` in this run; model ms per "
+        "batch is the server's own measure of its scoring: `featurize` and scikit-learn, or "
+        "`featurize`, the graph's inputs and onnxruntime). The onnx server's answers on the "
+        f"{args.check_rows} check rows: the same labels as the sklearn server's, probabilities "
+        f"within {args.onnx_difference:.1e} of them (at most {ONNX_TOLERANCE:g}). "
+        f'`nbmlops.export("churn@v1", format="onnx")` said: {args.onnx_export}.',
+        "",
+        "| rows/request | concurrency | sklearn req/s | onnx req/s | onnx / sklearn | "
+        "sklearn p50 ms | onnx p50 ms | sklearn model ms per batch | onnx model ms per batch |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *rows,
+    ]
+    target_lines = [
+        f"- the onnx runtime's p50 on 1-row requests at concurrency 1 under "
+        f"{TARGET_ONNX_P50_MS:g} ms over HTTP: {verdict(targets['onnx_p50'])} (p50 "
+        f"{fmt(p50)} ms; the sklearn runtime's {fmt(cells[(1, 1)][0].result['p50_ms'])} ms)",
+        f"- the onnx runtime at least {TARGET_ONNX_SPEEDUP:g}x the sklearn runtime's req/s on "
+        f"1-row requests at concurrency 16, same run: {verdict(targets['onnx_speedup'])} "
+        f"({fmt(ox16, 1)} vs {fmt(sk16, 1)} req/s, {ox16 / sk16:.2f}x)",
+    ]
+    return lines, target_lines, targets
+
+
+def bentoml_section(by_key: dict, args: argparse.Namespace) -> tuple[list, list, dict]:
+    """nbmlops (each runtime measured) against BentoML (each flavour): the table, the target
+    line and the target (nothing when BentoML did not run)."""
+    flavours = [f for f in bento.FLAVOURS if (f.name, "/predict", 1, 1) in by_key]
+    runtimes = [name for name in RUNTIMES if (name, "/predict", 1, 1) in by_key]
+    if not flavours or not runtimes:
+        return [], [], {}
+
+    def rps(name: str, rows: int, c: int) -> float:
+        return by_key[(name, "/predict", rows, c)].result["rps"]
+
+    ratios = {
+        (runtime, f.name, cell): rps(runtime, *cell) / rps(f.name, *cell)
+        for runtime in runtimes
+        for f in flavours
+        for cell in COMPARED_CELLS
+    }
+    head = [
+        *(f"nbmlops {RUNTIMES[r]} req/s" for r in runtimes),
+        *(f"{f.name} req/s" for f in flavours),
+        *(f"{RUNTIMES[r]} / {f.name}" for f in reversed(flavours) for r in runtimes),
+    ]
+    rows = [
+        f"| {n} | {c} | "
+        + " | ".join(
+            [
+                *(fmt(rps(name, n, c), 1) for name in [*runtimes, *(f.name for f in flavours)]),
+                *(
+                    f"{ratios[(r, f.name, (n, c))]:.2f}x"
+                    for f in reversed(flavours)
+                    for r in runtimes
+                ),
+            ]
+        )
+        + " |"
+        for n, c in COMPARED_CELLS
+    ]
+    p50s = ", ".join(
+        f"{name} {fmt(by_key[(name, '/predict', 1, 1)].result['p50_ms'])} ms"
+        for name in [*runtimes, *(f.name for f in flavours)]
+    )
+    lines = [
+        "",
+        "nbmlops against BentoML 1.4 (the same pipeline and `featurize`, the same "
+        '`{"records": [...]}` body; BentoML\'s answers on the check rows equal the in-process '
+        "pipeline's; measured right after the runtime rows; the ratios are nbmlops' req/s over "
+        f"BentoML's). {bento.DEFAULT.name}: {bento.DEFAULT.describe()}; {bento.TUNED.name}: "
+        f"{bento.TUNED.describe()}. p50 on 1-row requests at concurrency 1: {p50s}.",
+        "",
+        "| rows/request | concurrency | " + " | ".join(head) + " |",
+        "| ---: | ---: | " + " | ".join("---:" for _ in head) + " |",
+        *rows,
+    ]
+    tuned = bento.TUNED.name
+    targets = {}
+    if any(f.name == tuned for f in flavours):
+        missed = [
+            f"{RUNTIMES[r]}, {n} row{'s' if n > 1 else ''} x {c}: {ratios[(r, tuned, (n, c))]:.2f}x"
+            for r in runtimes
+            for n, c in COMPARED_CELLS
+            if ratios[(r, tuned, (n, c))] < TARGET_BENTOML
+        ]
+        targets["bentoml"] = not missed and len(runtimes) == len(RUNTIMES)
+        least = min(ratios[(r, tuned, cell)] for r in runtimes for cell in COMPARED_CELLS)
+        detail = (f"below it: {'; '.join(missed)}" if missed else f"the least {least:.2f}x") + (
+            "" if len(runtimes) == len(RUNTIMES) else "; the onnx runtime was not measured"
+        )
+        target_lines = [
+            f"- nbmlops at least {TARGET_BENTOML:g}x the tuned BentoML's req/s on every cell "
+            "(1 row x 1 caller, 1 row x 16, 100 rows x 16) with either runtime: "
+            f"{verdict(targets['bentoml'])} ({detail})",
+        ]
+    else:
+        target_lines = []
+    return lines, target_lines, targets
 
 
 def batch_times(postgres: Cell, *sqlite: Cell) -> str:
@@ -937,6 +1280,21 @@ def server_env(home: Path) -> dict[str, str]:
     return env
 
 
+def bentoml_environments(
+    args: argparse.Namespace, clf, tmp: Path
+) -> dict[bento.Flavour, tuple[Path, dict[str, str]]]:
+    """Each BentoML flavour's venv (made now, before any measurement, when missing) and its
+    server's environment; the fitted pipeline goes to a joblib file in ``tmp``."""
+    pipeline_file = bento.write_pipeline(clf, tmp)
+    environments = {}
+    for flavour in bento.FLAVOURS:
+        venv = bento.ensure_venv(flavour, args.bentoml_cache)
+        args.bentoml[flavour.name] = f"{bento.versions(venv)} ({venv})"
+        env = bento.environment(flavour, venv, pipeline_file, tmp / "bentoml")
+        environments[flavour] = (venv, env)
+    return environments
+
+
 def stop_spare_parity_process() -> None:
     """``nbmlops.package`` leaves a warm parity process for the next packaging; it imports
     pandas and scikit-learn in the background, which would disturb the measurements."""
@@ -965,8 +1323,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=PG_BIN,
         help=f"PostgreSQL's initdb and pg_ctl are here ({PG_BIN})",
     )
+    parser.add_argument(
+        "--no-onnx", action="store_true", help="skip the server with --runtime onnx"
+    )
+    parser.add_argument("--no-bentoml", action="store_true", help="skip the BentoML 1.4 servers")
+    parser.add_argument(
+        "--bentoml-cache",
+        type=Path,
+        default=bento.CACHE,
+        help=f"BentoML's virtualenvs are made (once) and kept here ({bento.CACHE})",
+    )
     args = parser.parse_args(argv)
     args.postgres = {}
+    args.bentoml = {}  # flavour name -> versions in its venv, where BentoML ran
+    args.onnx_export = ""  # what nbmlops.export said
+    args.onnx_difference = math.nan  # the onnx server's largest difference from the sklearn one
+    args.check_rows = 10  # rows every server must answer as expected before any load
     if args.seconds <= 0 or args.warmup < 0 or args.starts < 1 or args.rows < 1000:
         parser.error("--seconds > 0, --warmup >= 0, --starts >= 1 and --rows >= 1000")
     return args
@@ -1010,14 +1382,20 @@ def main(argv: list[str] | None = None) -> int:
             preprocess=[pipeline.featurize],
             settings=settings,
         )
+        if not args.no_onnx:
+            export = nbmlops.export(f"{MODEL}@v1", format="onnx", settings=settings)
+            args.onnx_export = str(export)
+            print(export)
         stop_spare_parity_process()
         model = nbmlops.load(f"{MODEL}@v1", settings=settings)
         print(f"packaged {version.ref} at {model.path} (parity {version.parity.describe()})")
+        bento_envs = {} if args.no_bentoml else bentoml_environments(args, clf, tmp)
 
         complete = data.X_test[data.X_test.notna().all(axis=1)]
         frames = {1: complete.iloc[:1], 100: data.X_test.iloc[:100]}
-        check_rows = data.X_test.iloc[:10]  # some missing values among them
+        check_rows = data.X_test.iloc[: args.check_rows]  # some missing values among them
         expected = model.predict(check_rows)
+        expected_pipeline = pipeline_answers(clf, check_rows)  # what BentoML must answer
         bodies: dict[tuple[str, int], Path] = {}
         for rows, frame in frames.items():
             for kind, make in (("records", nbmlops_body), ("split", mlflow_body)):
@@ -1048,6 +1426,20 @@ def main(argv: list[str] | None = None) -> int:
                 LOG_SERVERS,
                 lambda port: [str(bin_dir / "nbmlops"), "serve", MODEL, "--port", port],
             ),
+            # churn v1 with either runtime: the same artifact, v1 has the ONNX twin
+            **{
+                name: (
+                    lambda port, runtime=runtime: [
+                        *(str(bin_dir / "nbmlops"), "serve", f"{MODEL}@v1", "--port", port),
+                        *("--runtime", runtime),
+                    ]
+                )
+                for name, runtime in RUNTIMES.items()
+            },
+            **{
+                flavour.name: (lambda port, venv=venv: bento.command(venv, port, HOST))
+                for flavour, (venv, _) in bento_envs.items()
+            },
             "MLflow": (
                 lambda port: [
                     str(bin_dir / "mlflow"),
@@ -1066,7 +1458,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         ready_paths = {
             "MLflow": "/ping",
-            **dict.fromkeys(("nbmlops", SHADOW, CANARY, *LOG_SERVERS), "/ready"),
+            **dict.fromkeys(("nbmlops", SHADOW, CANARY, *LOG_SERVERS, *RUNTIMES), "/ready"),
+            **{flavour.name: "/readyz" for flavour in bento.FLAVOURS},
         }
         plans = {
             "nbmlops": [
@@ -1077,10 +1470,52 @@ def main(argv: list[str] | None = None) -> int:
                 ("/invocations", "split", rows, c) for rows in ROW_COUNTS for c in CONCURRENCIES
             ],
             **dict.fromkeys((SHADOW, CANARY, *LOG_SERVERS), [("/predict", "records", 1, 16)]),
+            **dict.fromkeys(
+                (*RUNTIMES, *(flavour.name for flavour in bento.FLAVOURS)),
+                [("/predict", "records", rows, c) for rows, c in COMPARED_CELLS],
+            ),
         }
         ready: dict[str, list[float]] = {}
         answers: dict[str, list[dict]] = {}
         cells: list[Cell] = []
+
+        def check_answers(name: str, server: Server) -> str:
+            """Before any load: ``name``'s answers on the check rows must agree with
+            ``nbmlops.load(...).predict`` (the onnx server's within its tolerance and with the
+            sklearn server's; BentoML's with the in-process pipeline's). Says what agreed."""
+            records = nbmlops_body(check_rows)
+            agreed = f"{len(check_rows)} rows agree with nbmlops.load(...).predict"
+            if name in (SHADOW, CANARY, *LOG_SERVERS):
+                verify(server, "/predict", records, answers_from_nbmlops, expected)
+            elif name == "nbmlops":
+                answers[name] = verify(server, "/predict", records, answers_from_nbmlops, expected)
+                split = mlflow_body(check_rows)
+                verify(server, "/invocations", split, answers_from_mlflow, expected)
+            elif name == "MLflow":
+                split = mlflow_body(check_rows)
+                answers[name] = verify(server, "/invocations", split, answers_from_mlflow, expected)
+            elif name == RUNTIME_SKLEARN:
+                answers[name] = verify_runtime(server, "sklearn", records, expected)
+            elif name == RUNTIME_ONNX:
+                answers[name] = verify_runtime(server, "onnx", records, expected, ONNX_TOLERANCE)
+                args.onnx_difference = largest_difference(
+                    name, answers[name], answers[RUNTIME_SKLEARN]
+                )
+                if args.onnx_difference > ONNX_TOLERANCE:
+                    raise RuntimeError(
+                        f"{name}: probabilities {args.onnx_difference:.2e} away from "
+                        f"{RUNTIME_SKLEARN}'s (at most {ONNX_TOLERANCE:g})"
+                    )
+                return (
+                    f"{agreed} within {ONNX_TOLERANCE:g}; the same labels as {RUNTIME_SKLEARN}, "
+                    f"probabilities within {args.onnx_difference:.2e}"
+                )
+            else:  # BentoML
+                answers[name] = verify(
+                    server, "/predict", records, answers_from_bentoml, expected_pipeline
+                )
+                return f"{len(check_rows)} rows agree with the in-process pipeline"
+            return agreed
 
         def measure(name: str, env: dict, postgres: Postgres | None = None) -> None:
             """Start ``name``'s server (``--starts`` times for the plain ones), check its
@@ -1099,30 +1534,7 @@ def main(argv: list[str] | None = None) -> int:
                     stop_server(server)
             assert server is not None
             try:
-                if name in (SHADOW, CANARY, *LOG_SERVERS):
-                    verify(
-                        server, "/predict", nbmlops_body(check_rows), answers_from_nbmlops, expected
-                    )
-                elif name == "nbmlops":
-                    answers[name] = verify(
-                        server, "/predict", nbmlops_body(check_rows), answers_from_nbmlops, expected
-                    )
-                    verify(
-                        server,
-                        "/invocations",
-                        mlflow_body(check_rows),
-                        answers_from_mlflow,
-                        expected,
-                    )
-                else:
-                    answers[name] = verify(
-                        server,
-                        "/invocations",
-                        mlflow_body(check_rows),
-                        answers_from_mlflow,
-                        expected,
-                    )
-                print(f"{name}: {len(check_rows)} rows agree with nbmlops.load(...).predict")
+                print(f"{name}: {check_answers(name, server)}")
                 for endpoint, kind, rows, concurrency in plans[name]:
                     paired = name == "nbmlops" and endpoint == "/predict" and concurrency == 1
                     if paired:
@@ -1166,6 +1578,13 @@ def main(argv: list[str] | None = None) -> int:
             if not same:
                 raise RuntimeError(f"the servers disagree on row {i}: {a} vs {b}")
         print(f"nbmlops and MLflow agree on all {len(check_rows)} rows")
+        # the runtimes one after the other, then BentoML right after them
+        if not (args.no_onnx and args.no_bentoml):
+            measure(RUNTIME_SKLEARN, env)
+        if not args.no_onnx:
+            measure(RUNTIME_ONNX, env)
+        for flavour, (_, bento_env) in bento_envs.items():
+            measure(flavour.name, bento_env)
 
     section, targets = render(args, cells, floors, checked, ready)
     print()
