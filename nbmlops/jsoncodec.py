@@ -86,6 +86,15 @@ class DuplicateKeys(dict):
     duplicates: tuple[str, ...] = ()
 
 
+def plain(value):
+    """A prediction as JSON holds it: a numpy scalar as Python's, NaN or infinity as None."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def dumps(value) -> bytes:
     """Compact UTF-8 JSON of ``value``."""
     try:

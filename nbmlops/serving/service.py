@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 from nbmlops.artifact.files import ArtifactFiles
 from nbmlops.artifact.validation import Validator
 from nbmlops.errors import LogError, ValidationError
+from nbmlops.jsoncodec import plain
 from nbmlops.predlog.log import PredictionLog
 from nbmlops.predlog.records import ERROR, OK, REJECTED, LogRecord, PredictionIds
 from nbmlops.serving.batcher import Job, MicroBatcher
@@ -153,7 +153,7 @@ class Service:
         return self._ids.next()
 
     def _answers(self, predictions: np.ndarray, proba: np.ndarray | None) -> list[dict]:
-        values = [_plain(v) for v in predictions.tolist()]
+        values = [plain(v) for v in predictions.tolist()]
         ids = [self.new_id() for _ in values]
         if self.classes is None or proba is None:
             return [{"id": i, "prediction": p} for i, p in zip(ids, values, strict=True)]
@@ -196,11 +196,3 @@ class Service:
 
 class ModelFailure(Exception):
     """The model raised on input that passed validation (a 500 for that caller alone)."""
-
-
-def _plain(value):
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

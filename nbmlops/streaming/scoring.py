@@ -7,16 +7,14 @@ event delivered twice is logged once.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from nbmlops.artifact.files import DIGEST_TAG, ArtifactFiles
 from nbmlops.artifact.validation import Validator
 from nbmlops.errors import ValidationError
+from nbmlops.jsoncodec import plain
 from nbmlops.predlog.records import ERROR, OK, REJECTED, LogRecord
 from nbmlops.registry.registry import ModelVersion, Registry
 from nbmlops.streaming.adapters import Entry, Event
@@ -120,7 +118,7 @@ class EventScorer:
     def _answers(self, records: list[dict]) -> list[tuple]:
         frame = self.validator.builder.frame([self.validator.builder.columns(records)])
         predictions, proba = self.predictor.score(frame)
-        values = [_plain(v) for v in predictions.tolist()]
+        values = [plain(v) for v in predictions.tolist()]
         if self.labels is None or proba is None:
             return [(v, None) for v in values]
         rows = [dict(zip(self.labels, p, strict=True)) for p in proba.round(12).tolist()]
@@ -151,11 +149,3 @@ def _record(payload: str | None) -> tuple[dict | None, str | None]:
     if not isinstance(record, dict):
         return None, f"the payload is a JSON {type(record).__name__}, not one record (an object)"
     return record, None
-
-
-def _plain(value):
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

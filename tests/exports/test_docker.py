@@ -62,8 +62,8 @@ def context_fixture(churn_registry, tmp_path) -> Path:
     return tmp_path / "ctx"
 
 
-def test_the_context_holds_a_pinned_non_root_image_of_the_registered_version(
-    context, churn_registry
+def test_the_context_is_a_pinned_non_root_image_that_serves_without_the_registry(
+    context, churn_registry, tmp_path
 ):
     dockerfile = (context / "Dockerfile").read_text()
     python = "{}.{}.{}".format(*sys.version_info[:3])
@@ -88,8 +88,6 @@ def test_the_context_holds_a_pinned_non_root_image_of_the_registered_version(
     assert registration["version"] == "2" and "production" in registration["aliases"]
     assert registration["artifact_sha256"] == version.tags["nbmlops.artifact_sha256"]
 
-
-def test_the_container_command_serves_the_copy_with_no_registry(context, churn_registry, tmp_path):
     shutil.rmtree(churn_registry.settings.home)  # no registry, as in the container
     state = tmp_path / "state"
     port = free_port()

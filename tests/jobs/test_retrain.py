@@ -31,7 +31,7 @@ def aliases(settings) -> dict[str, str]:
     return Registry(settings).list_models()[0].aliases
 
 
-def test_first_job_promotes_and_attaches_its_report(settings, capsys):
+def test_first_job_promotes_then_an_equal_model_replaces_it_and_rollback_restores(settings, capsys):
     assert retrain("--promote", "production") == 0
     out = capsys.readouterr().out
     assert "no production version: the first model passes" in out
@@ -45,8 +45,15 @@ def test_first_job_promotes_and_attaches_its_report(settings, capsys):
     assert reports == {".ipynb", ".html"}
     assert load("churn@production").lineage.notebook_path == TRAIN
 
+    assert retrain("--promote", "production") == 0  # the same training: an equal model
+    assert aliases(settings)["production"] == "2" and aliases(settings)["previous"] == "1"
+    assert main(["models", "rollback", "churn"]) == 0
+    assert aliases(settings)["production"] == "1" and aliases(settings)["previous"] == "2"
 
-def test_worse_model_is_rejected_and_production_stays(settings, capsys, tmp_path):
+
+def test_worse_model_and_custom_gate_rules_are_rejected_and_production_stays(
+    settings, capsys, tmp_path
+):
     assert retrain("--promote", "production") == 0
     params = tmp_path / "params.yaml"
     params.write_text("C: 0.0001\n")
@@ -59,23 +66,13 @@ def test_worse_model_is_rejected_and_production_stays(settings, capsys, tmp_path
     assert float(tags["gate.candidate.f1_macro"]) < float(tags["gate.production.f1_macro"])
     assert tags["gate.production_version"] == "1"
 
-
-def test_custom_gate_rules(settings):
-    assert retrain("--promote", "production") == 0
     assert retrain("--gate", "roc_auc>=0.99", "--promote", "production") == 3
+    assert aliases(settings)["production"] == "1"
     assert (
         retrain("--gate", "f1_macro>=production-0.5,accuracy>=0.5", "--promote", "production") == 0
     )
-    assert aliases(settings)["production"] == "3"
+    assert aliases(settings)["production"] == "4"
     assert main(["retrain", TRAIN, "--model", "churn", "--gate", "f1 is great"]) == 2
-
-
-def test_equal_model_is_promoted_with_previous_and_rollback_restores(settings):
-    assert retrain("--promote", "production") == 0
-    assert retrain("--promote", "production") == 0
-    assert aliases(settings)["production"] == "2" and aliases(settings)["previous"] == "1"
-    assert main(["models", "rollback", "churn"]) == 0
-    assert aliases(settings)["production"] == "1" and aliases(settings)["previous"] == "2"
 
 
 def test_without_promote_a_passing_candidate_only_becomes_candidate(settings):
