@@ -148,13 +148,34 @@ def _convert(estimator, features: pd.DataFrame) -> tuple[bytes, list[dict]]:
     try:
         graph = convert_sklearn(estimator, initial_types=types, options=options, target_opset=OPSET)
     except Exception as exc:  # noqa: BLE001 - every converter gap becomes one message
+        said = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        advice = (
+            "A custom transformer or estimator needs a registered skl2onnx converter; a step "
+            "written as a notebook function belongs in the captured preprocessing instead"
+        )
+        if said.startswith("Unable to create node"):  # the converter wrote an invalid node
+            cause = exc.__cause__ or exc.__context__
+            said = f"{said.split(' with ')[0]} ({cause or 'no detail'})"
+            advice = (
+                f"This converter fails with {_versions('skl2onnx', 'onnx', 'protobuf')}: serve "
+                "with the scikit-learn runtime, or try other versions of these libraries"
+            )
         raise ArtifactError(
-            f"skl2onnx cannot convert this model: {type(exc).__name__}: "
-            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}. A custom "
-            "transformer or estimator needs a registered skl2onnx converter; a step written "
-            "as a notebook function belongs in the captured preprocessing instead"
+            f"skl2onnx cannot convert this model: {type(exc).__name__}: {said}. {advice}"
         ) from None
     return graph.SerializeToString(), inputs
+
+
+def _versions(*names: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def one(name: str) -> str:
+        try:
+            return f"{name} {version(name)}"
+        except PackageNotFoundError:
+            return f"{name} (not installed)"
+
+    return ", ".join(one(name) for name in names)
 
 
 def _parity(loaded: LoadedModel, graph: bytes, features: pd.DataFrame, inputs) -> dict:

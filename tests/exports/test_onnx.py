@@ -12,6 +12,7 @@ import onnxruntime
 import pandas as pd
 import pytest
 from sklearn.compose import make_column_transformer
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -103,6 +104,25 @@ def test_a_step_with_no_converter_is_one_message_saying_what_to_do(settings, cap
     err = capsys.readouterr().err
     assert err.startswith("nbmlops: skl2onnx cannot convert") and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_converter_failing_inside_is_named_with_its_library_versions(settings):
+    """The quickstart's HistGradientBoosting: converted with parity where the converter works;
+    where it writes an invalid node (skl2onnx 1.20 with protobuf 7), one line naming the
+    versions, not a hint about custom transformers."""
+    df = make_churn(300, seed=7)
+    x, y = df[NUMERIC], df["churned"]
+    model = make_pipeline(SimpleImputer(), HistGradientBoostingClassifier(max_iter=5)).fit(x, y)
+    nbmlops.package("boosted", model, x, target=y)
+    try:
+        done = nbmlops.export("boosted")
+    except ArtifactError as exc:
+        message = str(exc)
+        assert "skl2onnx cannot convert this model" in message and "\n" not in message
+        assert "protobuf" in message and "serve with the scikit-learn runtime" in message
+        assert "custom transformer" not in message
+    else:
+        assert done.labels_agree and done.max_abs_diff <= done.tolerance
 
 
 def test_a_datetime_input_is_one_message_saying_what_to_do(settings):
