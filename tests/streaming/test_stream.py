@@ -210,13 +210,22 @@ def test_a_consumer_killed_mid_run_is_replaced_without_loss_or_duplicates_and_si
     assert len(logged) == len(ids) and logged["id"].is_unique
 
 
-def test_two_consumers_in_one_group_share_the_work(churn_registry, names, client):
+def test_two_consumers_share_the_work_and_one_stopped_mid_load_drains(
+    churn_registry, names, client
+):
     handles = [
         nbmlops.stream(f"{NAME}@v2", names["source"], names["group"], batch_size=50)
         for _ in range(2)
     ]
     try:
-        ids = publish(client, names["stream"], frame_of(2_000, seed=5))
+        ids = publish(client, names["stream"], frame_of(10_000, seed=5))
+        wait_for(lambda: client.xlen(f"{names['stream']}-scored") >= 400)
+        answered = client.xlen(f"{names['stream']}-scored")
+        summary = handles[0].stop()  # SIGTERM under load: it finishes its batch and acks it
+        assert answered < len(ids), "the stream was answered before the SIGTERM"
+        consumers = client.xinfo_consumers(names["stream"], names["group"])
+        assert {c["name"]: c["pending"] for c in consumers}[handles[0].consumer] == 0
+        assert "events scored" in summary
         wait_for(lambda: settled(client, names["stream"], len(ids)))
     finally:
         for handle in handles:
