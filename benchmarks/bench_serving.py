@@ -353,20 +353,31 @@ def _started(pid: int) -> int | None:
 
 def _descendants(pid: int) -> dict[int, int]:
     """``{pid: start time}`` of the live processes below ``pid`` (children, grandchildren...)."""
-    parents = {}
+    table = _proc_table()
+    return {p: int(table[p][19]) for p in _below(table, {pid}) - {pid}}
+
+
+def _proc_table() -> dict[int, list[str]]:
+    """The fields of ``/proc/PID/stat`` after the command name, for every live process."""
+    table = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                text = Path(f"/proc/{entry}/stat").read_text()
             except OSError:
                 continue
-            parents[int(entry)] = (int(fields[1]), int(fields[19]))
-    found, grew = {pid}, True
+            table[int(entry)] = text.rsplit(")", 1)[1].split()
+    return table
+
+
+def _below(table: dict[int, list[str]], roots: set[int]) -> set[int]:
+    """``roots`` and every process in ``table`` descending from one of them."""
+    found, grew = set(roots), True
     while grew:
-        children = {child for child, (parent, _) in parents.items() if parent in found}
+        children = {p for p, fields in table.items() if int(fields[1]) in found}
         grew = not children <= found
         found |= children
-    return {p: parents[p][1] for p in found - {pid}}
+    return found
 
 
 def _stop_survivors(family: dict[int, int]) -> None:
@@ -411,26 +422,10 @@ def _group_pids(pgid: int) -> list[int]:
 def group_cpu(pgid: int) -> float:
     """CPU seconds (user + system) of the live processes in ``pgid`` and their descendants
     (``nbmlops serve`` runs its server in a child process of its own session)."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            ticks = os.sysconf("SC_CLK_TCK")
-            table[int(entry)] = (
-                int(fields[1]),
-                int(fields[2]),
-                (int(fields[11]) + int(fields[12])) / ticks,
-            )
-    members = {pid for pid, (_, group, _) in table.items() if group == pgid}
-    grew = True
-    while grew:
-        children = {pid for pid, (parent, _, _) in table.items() if parent in members}
-        grew = not children <= members
-        members |= children
-    return sum(table[pid][2] for pid in members)
+    table = _proc_table()
+    ticks = os.sysconf("SC_CLK_TCK")
+    members = _below(table, {p for p, fields in table.items() if int(fields[2]) == pgid})
+    return sum((int(table[p][11]) + int(table[p][12])) / ticks for p in members)
 
 
 @contextlib.contextmanager
